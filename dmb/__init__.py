@@ -1,0 +1,1 @@
+"""dmb: a social-media backend as an actor-based distributed system on Ray Serve."""

@@ -1,0 +1,119 @@
+"""Regenerate the Python stubs, gRPC servicers and descriptor set from `proto/`.
+
+Generated code lives in the `dmb.v1` package (mirroring the proto package `dmb.v1`) and is
+committed, so that a deployment needs no protoc. `check()` regenerates into a scratch folder
+and compares, so CI fails when someone edits a `.proto` and forgets to regenerate.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROTO_ROOT = REPO_ROOT / "proto"
+GENERATED_PACKAGE = Path("dmb") / "v1"
+DESCRIPTOR_SET_NAME = "descriptor_set.binpb"
+_HANDWRITTEN = {"__init__.py"}
+
+
+class CodegenError(RuntimeError):
+    """protoc failed, or the committed generated files differ from a fresh generation."""
+
+
+def _include_paths() -> list[str]:
+    """Our protos, googleapis' annotations (from the wheel) and protobuf's well-known types."""
+    import google.api
+    import grpc_tools
+
+    googleapis_root = Path(next(iter(google.api.__path__))).parent.parent
+    well_known_root = Path(next(iter(grpc_tools.__path__))) / "_proto"
+    return [str(PROTO_ROOT), str(googleapis_root), str(well_known_root)]
+
+
+def _mypy_plugins() -> list[str]:
+    """mypy-protobuf's plugins sit beside the interpreter, which may not be on PATH."""
+    bin_dir = Path(sys.executable).parent
+    return [
+        f"--plugin=protoc-gen-{name}={bin_dir / f'protoc-gen-{name}'}"
+        for name in ("mypy", "mypy_grpc")
+    ]
+
+
+def generate(out_root: Path) -> list[Path]:
+    """Run protoc for every `.proto` under proto/ and write the outputs below `out_root`."""
+    from grpc_tools import protoc
+
+    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+    if not protos:
+        raise CodegenError(f"no .proto files under {PROTO_ROOT}")
+    package_dir = out_root / GENERATED_PACKAGE
+    package_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        "grpc_tools.protoc",
+        *(f"-I{path}" for path in _include_paths()),
+        *_mypy_plugins(),
+        f"--python_out={out_root}",
+        f"--grpc_python_out={out_root}",
+        f"--mypy_out={out_root}",
+        f"--mypy_grpc_out={out_root}",
+        f"--descriptor_set_out={package_dir / DESCRIPTOR_SET_NAME}",
+        "--include_imports",
+        "--include_source_info",
+        *protos,
+    ]
+    if protoc.main(args) != 0:
+        raise CodegenError("protoc failed; see the messages above")
+    return sorted(p for p in package_dir.iterdir() if p.is_file())
+
+
+def regenerate() -> list[Path]:
+    """Replace the generated files in the source tree with a fresh generation."""
+    target = REPO_ROOT / GENERATED_PACKAGE
+    for stale in target.iterdir() if target.exists() else []:
+        if stale.is_file() and stale.name not in _HANDWRITTEN:
+            stale.unlink()
+    return generate(REPO_ROOT)
+
+
+def check() -> list[str]:
+    """Return the generated files that are missing, stale or extra (empty when up to date)."""
+    target = REPO_ROOT / GENERATED_PACKAGE
+    with tempfile.TemporaryDirectory() as scratch:
+        fresh_dir = Path(scratch) / GENERATED_PACKAGE
+        generate(Path(scratch))
+        fresh = {p.name for p in fresh_dir.iterdir() if p.is_file()}
+        committed = {
+            p.name for p in target.iterdir() if p.is_file() and p.name not in _HANDWRITTEN
+        }
+        problems = [f"missing: {name}" for name in sorted(fresh - committed)]
+        problems += [f"extra: {name}" for name in sorted(committed - fresh)]
+        for name in sorted(fresh & committed):
+            if not filecmp.cmp(fresh_dir / name, target / name, shallow=False):
+                problems.append(f"stale: {name}")
+    return problems
+
+
+def main(check_only: bool) -> int:
+    """Entry point of `dmb codegen`."""
+    if not check_only:
+        for path in regenerate():
+            if path.name in _HANDWRITTEN:
+                continue
+            print(f"wrote {path.relative_to(REPO_ROOT)}")
+        return 0
+    problems = check()
+    for problem in problems:
+        print(f"{GENERATED_PACKAGE}: {problem}", file=sys.stderr)
+    if problems:
+        print("generated code is out of date: run `dmb codegen`", file=sys.stderr)
+        return 1
+    print("generated code is up to date")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - convenience for `python -m dmb.codegen`
+    sys.exit(main(check_only="--check" in sys.argv[1:]))
+
