@@ -1,0 +1,183 @@
+"""The `dmb` command: run the whole system locally, inspect it, stop it, migrate, regenerate code."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+
+from dmb.localstack import StackError, read_state
+from dmb.localstack.postgres import PostgresCluster
+from dmb.localstack.process import port_open
+from dmb.settings import Settings, SettingsError, load_settings
+
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result: int = args.handler(settings, args)
+    except StackError as exc:
+        print(f"dmb: {exc}", file=sys.stderr)
+        return 1
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dmb", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="start stores, migrations, Ray and every Serve app")
+    up.add_argument("--no-replica", action="store_true", help="skip the read replica")
+    up.set_defaults(handler=_up)
+
+    down = commands.add_parser("down", help="stop what `dmb up` started")
+    down.set_defaults(handler=_down)
+
+    status = commands.add_parser("status", help="show what runs, where, and its logs")
+    status.set_defaults(handler=_status)
+
+    migrate = commands.add_parser("migrate", help="apply pending schema migrations")
+    migrate.set_defaults(handler=_migrate)
+
+    codegen = commands.add_parser("codegen", help="regenerate stubs from proto/")
+    codegen.add_argument("--check", action="store_true", help="fail if generated code is stale")
+    codegen.set_defaults(handler=_codegen)
+    return parser
+
+
+def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from dmb.launcher import LocalSystem
+
+    stop_requested = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop_requested.set())
+    print(f"dmb: starting (data in {settings.data_dir.resolve()}) ...", flush=True)
+    system = LocalSystem(settings, with_replica=not args.no_replica)
+    try:
+        system.start()
+        _print_summary(system)
+        print("dmb: running. Press Ctrl-C (or run `dmb down`) to stop.", flush=True)
+        stop_requested.wait()
+    finally:
+        print("dmb: stopping ...", flush=True)
+        system.stop()
+        print("dmb: stopped.", flush=True)
+    return 0
+
+
+def _print_summary(system: object) -> None:
+    from dmb.launcher import LocalSystem
+
+    assert isinstance(system, LocalSystem) and system.stack is not None
+    for name, info in system.stack.components().items():
+        print(f"  {name:<18} 127.0.0.1:{info['port']:<6} log: {info['log']}")
+    for app in system.deployed:
+        print(f"  app {app.name:<14} deployed ({app.import_path})")
+    for app in system.not_built:
+        print(f"  app {app.name:<14} not built yet ({app.import_path} does not exist)")
+    addresses = system.addresses()
+    print(f"  HTTP  {addresses['http']}")
+    print(f"  gRPC  {addresses['grpc']}")
+
+
+def _down(settings: Settings, args: argparse.Namespace) -> int:
+    state = read_state(settings.data_dir.resolve())
+    if state is None:
+        print("dmb: nothing is running on", settings.data_dir.resolve())
+        return 0
+    owner = int(state["owner_pid"])
+    if _alive(owner):
+        os.kill(owner, signal.SIGTERM)
+        deadline = time.monotonic() + 90
+        while _alive(owner) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    leftovers = [owner] if _alive(owner) else []
+    for info in state.get("components", {}).values():
+        pid = info.get("pid")
+        if pid and _alive(int(pid)):
+            leftovers.append(int(pid))
+    for pid in leftovers:  # only when a clean stop failed: stop firmly
+        os.kill(pid, signal.SIGKILL)
+    (settings.data_dir.resolve() / "stack.json").unlink(missing_ok=True)
+    print("dmb: stopped" + (f" (had to kill {leftovers})" if leftovers else ""))
+    return 0
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    state = read_state(settings.data_dir.resolve())
+    if state is None or not _alive(int(state["owner_pid"])):
+        print("dmb: not running (start it with `dmb up`)")
+        return EXIT_NOT_RUNNING
+    healthy = True
+    print(f"dmb: running (pid {state['owner_pid']})")
+    for name, info in state.get("components", {}).items():
+        ok = _alive(int(info["pid"])) and port_open("127.0.0.1", int(info["port"]))
+        healthy &= ok
+        mark = "up  " if ok else "DOWN"
+        print(f"  {mark} {name:<18} 127.0.0.1:{info['port']:<6} log: {info['log']}")
+    for app in state.get("applications", []):
+        print(f"  app  {app}")
+    for key in ("http", "grpc"):
+        if key in state:
+            print(f"  {key.upper():<5}{state[key]}")
+    return 0 if healthy else 1
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from dmb.stores.migrate import MigrationError, migrate
+
+    url = _database_url(settings)
+    try:
+        applied = migrate(url)
+    except MigrationError as exc:
+        print(f"dmb: {exc}", file=sys.stderr)
+        return 1
+    for migration in applied:
+        print(f"applied {migration.version:04d}_{migration.name}")
+    print("schema is up to date" if not applied else f"{len(applied)} migration(s) applied")
+    return 0
+
+
+def _database_url(settings: Settings) -> str:
+    """DMB_DATABASE_URL, else the primary of the local stack running on the data folder."""
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    data_dir = settings.data_dir.resolve()
+    state = read_state(data_dir)
+    primary = (state or {}).get("components", {}).get("postgres-primary")
+    if not primary:
+        raise StackError("no DMB_DATABASE_URL set and no local stack running (run `dmb up`)")
+    cluster = PostgresCluster(data_dir / "postgres", int(primary["port"]), None, run_as=None)
+    return cluster.primary_url
+
+
+def _codegen(settings: Settings, args: argparse.Namespace) -> int:
+    from dmb.codegen import main as codegen_main
+
+    return codegen_main(check_only=args.check)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+

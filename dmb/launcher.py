@@ -1,0 +1,128 @@
+"""Composition root for one machine: local stores, migrations, a Ray cluster and every Serve app.
+
+`dmb up`, the integration tests and the benchmarks all start the system through `LocalSystem`,
+so what is tested is what runs. This module sits above everything else (it may import
+`serve_apps`); nothing imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from dmb.localstack import LocalStack
+from dmb.settings import Settings
+from dmb.stores.migrate import migrate
+from serve_apps.topology import APPLICATIONS, AppSpec, local_serve_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LocalSystem:
+    """Stores + migrations + Ray + Serve. Use as a context manager; `stop()` undoes `start()`."""
+
+    settings: Settings
+    with_replica: bool = True
+    fast_unsafe: bool = False
+    start_serve: bool = True
+    ray_cpus: float | None = None
+    stack: LocalStack | None = field(default=None, init=False)
+    resolved: Settings | None = field(default=None, init=False)
+    deployed: tuple[AppSpec, ...] = field(default=(), init=False)
+    not_built: tuple[AppSpec, ...] = field(default=(), init=False)
+    _ray_started: bool = field(default=False, init=False)
+
+    def __enter__(self) -> LocalSystem:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Settings:
+        try:
+            self.stack = LocalStack(self.settings, self.with_replica, self.fast_unsafe)
+            self.resolved = self.stack.start()
+            assert self.resolved.database_url is not None
+            migrate(self.resolved.database_url.get_secret_value())
+            if self.start_serve:
+                self.serve()
+            else:
+                self.stack.write_state()
+        except BaseException:
+            self.stop()
+            raise
+        return self.resolved
+
+    def serve(self) -> None:
+        """Start Ray and deploy every Serve application that exists (idempotent)."""
+        if self._ray_started:
+            return
+        assert self.stack is not None and self.resolved is not None
+        self._start_ray()
+        self._deploy()
+        self.stack.write_state(applications=[app.name for app in self.deployed], **self.addresses())
+
+    def stop(self) -> None:
+        if self._ray_started:
+            import ray
+            from ray import serve
+
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
+                self._ray_started = False
+        if self.stack is not None:
+            self.stack.stop()
+            self.stack = None
+
+    def _start_ray(self) -> None:
+        import ray
+
+        assert self.resolved is not None
+        # Workers inherit the driver's environment: settings (secrets included) reach every
+        # replica this way without passing through runtime_env, which Ray records and shows.
+        os.environ.update(self.resolved.as_environ())
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # one mode for every process
+        ray.init(
+            address="local",  # never attach to some other cluster on this machine
+            namespace="dmb",
+            num_cpus=self.ray_cpus,
+            include_dashboard=False,
+            configure_logging=False,
+            log_to_driver=False,
+        )
+        self._ray_started = True
+
+    def _deploy(self) -> None:
+        from ray.serve._private.api import serve_start
+        from ray.serve.schema import ServeDeploySchema
+
+        assert self.resolved is not None
+        built = tuple(app for app in APPLICATIONS if app.is_built())
+        self.not_built = tuple(app for app in APPLICATIONS if app not in built)
+        config = ServeDeploySchema.model_validate(
+            local_serve_config(
+                self.resolved.http_host, self.resolved.http_port, self.resolved.grpc_port, built
+            )
+        )
+        # The declarative path KubeRay uses (serveConfigV2), so local and cluster share one format.
+        client = serve_start(
+            http_options=config.http_options.model_dump(),
+            grpc_options=config.grpc_options.model_dump(),
+            proxy_location=config.proxy_location,
+        )
+        if built:
+            client.deploy_apps(config, _blocking=True)
+        self.deployed = built
+
+    def addresses(self) -> dict[str, Any]:
+        assert self.resolved is not None
+        return {
+            "http": f"http://{self.resolved.http_host}:{self.resolved.http_port}",
+            "grpc": f"127.0.0.1:{self.resolved.grpc_port}",
+        }

@@ -1,0 +1,1 @@
+"""Store access: Postgres (primary and replica), Redis, Kafka, and schema migrations."""

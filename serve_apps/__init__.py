@@ -1,0 +1,1 @@
+"""Ray Serve deployments (transport only) and the application topology."""

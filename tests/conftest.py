@@ -1,0 +1,68 @@
+"""Session fixtures: one real local stack (Postgres primary + replica, Redis, broker) per run.
+
+Started through the same `LocalSystem` code that `dmb up` uses, on free loopback ports, with its
+data in a fresh folder. Ray and Serve start only when a test asks for `serve_system`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dmb.launcher import LocalSystem
+from dmb.localstack.process import free_port
+from dmb.settings import Settings, load_settings
+
+
+@pytest.fixture(scope="session")
+def stack_data_dir() -> Iterator[Path]:
+    """A world-traversable folder, so the unprivileged Postgres account can use it under root."""
+    folder = Path(tempfile.mkdtemp(prefix="dmb-test-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def local_system(stack_data_dir: Path) -> Iterator[LocalSystem]:
+    base = load_settings(
+        environ={},
+        data_dir=stack_data_dir,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        counter_flush_seconds=0.2,
+    )
+    system = LocalSystem(base, fast_unsafe=True, start_serve=False, ray_cpus=4)
+    system.start()
+    yield system
+    system.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(local_system: LocalSystem) -> Settings:
+    """Settings pointing at the session's real stores (migrated, with dev JWT keys)."""
+    assert local_system.resolved is not None
+    return local_system.resolved
+
+
+@pytest.fixture(scope="session")
+def serve_system(local_system: LocalSystem) -> LocalSystem:
+    """The same stack plus a Ray cluster with every Serve application that exists, deployed."""
+    local_system.serve()
+    return local_system
+
+
+@pytest.fixture
+def database_url(settings: Settings) -> str:
+    assert settings.database_url is not None
+    return settings.database_url.get_secret_value()
+
+
+@pytest.fixture
+def redis_url(settings: Settings) -> str:
+    assert settings.redis_url is not None
+    return settings.redis_url.get_secret_value()
