@@ -1,4 +1,4 @@
-"""The `dmb` command: run the whole system locally, inspect it, stop it, migrate, regenerate code."""
+"""The `dmb` command: run the system locally, inspect and stop it, migrate, regenerate code."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-
 
 from dmb.localstack import StackError, read_state
 from dmb.localstack.postgres import PostgresCluster
@@ -82,7 +81,8 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 def _print_summary(system: object) -> None:
     from dmb.launcher import LocalSystem
 
-    assert isinstance(system, LocalSystem) and system.stack is not None
+    assert isinstance(system, LocalSystem)
+    assert system.stack is not None
     for name, info in system.stack.components().items():
         print(f"  {name:<18} 127.0.0.1:{info['port']:<6} log: {info['log']}")
     for app in system.deployed:
@@ -179,5 +179,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-

@@ -85,9 +85,7 @@ def check() -> list[str]:
         fresh_dir = Path(scratch) / GENERATED_PACKAGE
         generate(Path(scratch))
         fresh = {p.name for p in fresh_dir.iterdir() if p.is_file()}
-        committed = {
-            p.name for p in target.iterdir() if p.is_file() and p.name not in _HANDWRITTEN
-        }
+        committed = {p.name for p in target.iterdir() if p.is_file() and p.name not in _HANDWRITTEN}
         problems = [f"missing: {name}" for name in sorted(fresh - committed)]
         problems += [f"extra: {name}" for name in sorted(committed - fresh)]
         for name in sorted(fresh & committed):
@@ -116,4 +114,3 @@ def main(check_only: bool) -> int:
 
 if __name__ == "__main__":  # pragma: no cover - convenience for `python -m dmb.codegen`
     sys.exit(main(check_only="--check" in sys.argv[1:]))
-

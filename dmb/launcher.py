@@ -28,7 +28,7 @@ class LocalSystem:
     with_replica: bool = True
     fast_unsafe: bool = False
     start_serve: bool = True
-    ray_cpus: float | None = None
+    ray_cpus: int | None = None
     stack: LocalStack | None = field(default=None, init=False)
     resolved: Settings | None = field(default=None, init=False)
     deployed: tuple[AppSpec, ...] = field(default=(), init=False)
@@ -61,7 +61,8 @@ class LocalSystem:
         """Start Ray and deploy every Serve application that exists (idempotent)."""
         if self._ray_started:
             return
-        assert self.stack is not None and self.resolved is not None
+        assert self.stack is not None
+        assert self.resolved is not None
         self._start_ray()
         self._deploy()
         self.stack.write_state(applications=[app.name for app in self.deployed], **self.addresses())
@@ -72,7 +73,7 @@ class LocalSystem:
             from ray import serve
 
             try:
-                serve.shutdown()
+                serve.shutdown()  # type: ignore[no-untyped-call]
             finally:
                 ray.shutdown()
                 self._ray_started = False

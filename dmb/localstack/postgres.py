@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -217,7 +217,9 @@ class PostgresCluster:
         )
 
     def _answers(self, port: int, in_recovery: bool = False) -> bool:
-        with psycopg.connect(self.url(port).rsplit("/", 1)[0] + "/postgres", connect_timeout=2) as conn:
+        with psycopg.connect(
+            self.url(port).rsplit("/", 1)[0] + "/postgres", connect_timeout=2
+        ) as conn:
             row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
             return row is not None and bool(row[0]) == in_recovery
 

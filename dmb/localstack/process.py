@@ -7,6 +7,7 @@ parent-death signal so that a killed parent never leaves orphans behind.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import pwd
@@ -136,7 +137,7 @@ class ManagedProcess:
                 user=self.run_as.uid if self.run_as else None,
                 group=self.run_as.gid if self.run_as else None,
                 extra_groups=[] if self.run_as else None,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed for PDEATHSIG
+                preexec_fn=_die_with_parent,
             )
         except OSError as exc:
             raise StackError(f"{self.name}: could not run {self.argv[0]}: {exc}") from exc
@@ -144,8 +145,9 @@ class ManagedProcess:
             log.close()
 
     def wait_ready(self, probe: Callable[[], bool], timeout: float, what: str) -> None:
-        """Poll `probe` until it answers True; fail with the log's tail if the child dies or stalls."""
+        """Poll `probe` until it answers True; fail with the log's tail if the child dies/stalls."""
         deadline = time.monotonic() + timeout
+        last_error = "no answer"
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
                 raise StackError(
@@ -155,13 +157,13 @@ class ManagedProcess:
             try:
                 if probe():
                     return
-            except Exception:  # noqa: S112 - any probe failure means "not ready yet"
-                pass
+            except Exception as exc:  # any probe failure means "not ready yet"
+                last_error = f"{type(exc).__name__}: {exc}"
             time.sleep(0.1)
         self.stop()
         raise StackError(
-            f"{self.name} did not become ready within {timeout:.0f}s ({what}). "
-            f"Log: {self.log_path}\n{log_tail(self.log_path)}"
+            f"{self.name} did not become ready within {timeout:.0f}s ({what}; last probe: "
+            f"{last_error}). Log: {self.log_path}\n{log_tail(self.log_path)}"
         )
 
     def alive(self) -> bool:
@@ -181,10 +183,8 @@ class ManagedProcess:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def run_checked(

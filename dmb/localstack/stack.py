@@ -113,7 +113,9 @@ class LocalStack:
         found: dict[str, dict[str, Any]] = {}
         if self.postgres is not None:
             found["postgres-primary"] = _describe(
-                self.postgres.primary.pid, self.postgres.primary_port, self.postgres.primary.log_path
+                self.postgres.primary.pid,
+                self.postgres.primary_port,
+                self.postgres.primary.log_path,
             )
             if self.postgres.replica is not None:
                 found["postgres-replica"] = _describe(
@@ -122,7 +124,9 @@ class LocalStack:
                     self.postgres.replica.log_path,
                 )
         if self.redis is not None:
-            found["redis"] = _describe(self.redis.process.pid, self.redis.port, self.redis.process.log_path)
+            found["redis"] = _describe(
+                self.redis.process.pid, self.redis.port, self.redis.process.log_path
+            )
         if self.broker is not None:
             found["broker"] = _describe(
                 self.broker.process.pid, self.broker.port, self.broker.process.log_path
@@ -130,7 +134,11 @@ class LocalStack:
         return found
 
     def write_state(self, **extra: Any) -> None:
-        state = {"owner_pid": os.getpid(), "started_at": time.time(), "components": self.components()}
+        state = {
+            "owner_pid": os.getpid(),
+            "started_at": time.time(),
+            "components": self.components(),
+        }
         state.update(extra)
         path = self.data_dir / STATE_FILE
         path.write_text(json.dumps(state, indent=2))

@@ -1,0 +1,1 @@
+"""Domain logic shared by the Serve deployments and the actors; transport-free."""

@@ -1,0 +1,101 @@
+"""Who is calling: access-token verification shared by the gateway and the gRPC ingress.
+
+Tokens are verified with a pinned asymmetric algorithm (never `none`, never HS*), the key chosen
+by the token's `kid` among the configured public keys, `exp`/`nbf` with a small leeway, and `iss`
+and `aud` checked. Logged-out tokens are refused through a Redis denylist keyed by `jti`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import redis.asyncio as aioredis
+
+from dmb.domain.errors import Unauthenticated, Unavailable
+from dmb.settings import Settings
+
+REQUIRED_CLAIMS = ("sub", "iat", "exp", "iss", "aud", "jti")
+
+
+def denylist_key(jti: str) -> str:
+    """Redis key that marks an access token as revoked until it would have expired anyway."""
+    return f"dmb:jwt:deny:{jti}"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The verified identity behind a request. Never built from a client-settable field."""
+
+    user_id: int
+    jti: str
+    expires_at: int
+
+
+class TokenVerifier:
+    """Verifies access tokens against the public keys in settings."""
+
+    def __init__(self, settings: Settings, redis: aioredis.Redis | None = None) -> None:
+        self._algorithm = settings.jwt_algorithm
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._leeway = settings.jwt_leeway_seconds
+        self._redis = redis
+        self._keys: dict[str, Any] = {
+            kid: jwt.algorithms.get_default_algorithms()[self._algorithm].prepare_key(pem)
+            for kid, pem in settings.jwt_public_keys.items()
+        }
+
+    def verify_signature(self, token: str) -> Caller:
+        """Check signature and claims (no network). Raises Unauthenticated with the reason."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("malformed access token") from None
+        if header.get("alg") != self._algorithm:
+            raise Unauthenticated("access token uses an algorithm this service does not accept")
+        key = self._keys.get(str(header.get("kid")))
+        if key is None:
+            raise Unauthenticated("access token signed with an unknown key")
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=[self._algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": list(REQUIRED_CLAIMS)},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("access token has expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated(f"invalid access token: {exc}") from None
+        try:
+            user_id = int(claims["sub"])
+        except (TypeError, ValueError):
+            raise Unauthenticated("invalid access token: bad subject") from None
+        return Caller(user_id=user_id, jti=str(claims["jti"]), expires_at=int(claims["exp"]))
+
+    async def verify(self, token: str) -> Caller:
+        """Signature, claims, then the logout denylist."""
+        caller = self.verify_signature(token)
+        if self._redis is not None:
+            try:
+                revoked = await self._redis.exists(denylist_key(caller.jti))
+            except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+                raise Unavailable("cannot check token revocation: Redis unavailable") from exc
+            if revoked:
+                raise Unauthenticated("access token has been revoked")
+        return caller
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` value; Unauthenticated otherwise."""
+    if not authorization:
+        raise Unauthenticated("missing bearer token")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("authorization must be 'Bearer <token>'")
+    return token.strip()
