@@ -7,6 +7,8 @@ and `aud` checked. Logged-out tokens are refused through a Redis denylist keyed 
 
 from __future__ import annotations
 
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,3 +101,45 @@ def bearer_token(authorization: str | None) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("authorization must be 'Bearer <token>'")
     return token.strip()
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    token: str
+    jti: str
+    expires_in: int
+
+
+class AccessTokenIssuer:
+    """Signs access tokens with the active private key; only the user service holds one."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.jwt_private_key is None or settings.jwt_active_kid is None:
+            raise ValueError(
+                "DMB_JWT_PRIVATE_KEY and DMB_JWT_ACTIVE_KID are needed to issue tokens"
+            )
+        self._key = jwt.algorithms.get_default_algorithms()[settings.jwt_algorithm].prepare_key(
+            settings.jwt_private_key.get_secret_value()
+        )
+        self._settings = settings
+
+    def issue(self, user_id: int, now: int | None = None) -> AccessToken:
+        issued_at = int(time.time()) if now is None else now
+        ttl = self._settings.jwt_access_ttl_seconds
+        jti = uuid.uuid4().hex
+        claims = {
+            "sub": str(user_id),
+            "iat": issued_at,
+            "nbf": issued_at,
+            "exp": issued_at + ttl,
+            "iss": self._settings.jwt_issuer,
+            "aud": self._settings.jwt_audience,
+            "jti": jti,
+        }
+        token = jwt.encode(
+            claims,
+            self._key,
+            algorithm=self._settings.jwt_algorithm,
+            headers={"kid": self._settings.jwt_active_kid},
+        )
+        return AccessToken(token=token, jti=jti, expires_in=ttl)
