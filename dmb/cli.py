@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from dmb.localstack import StackError, read_state
 from dmb.localstack.postgres import PostgresCluster
-from dmb.localstack.process import port_open
+from dmb.localstack.process import pid_alive, port_open
 from dmb.settings import Settings, SettingsError, load_settings
 
 EXIT_USAGE = 2
@@ -62,12 +62,13 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     from dmb.launcher import LocalSystem
 
     stop_requested = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop_requested.set())
     print(f"dmb: starting (data in {settings.data_dir.resolve()}) ...", flush=True)
     system = LocalSystem(settings, with_replica=not args.no_replica)
     try:
         system.start()
+        # Installed after start: ray.init() replaces the SIGTERM handler with one that exits.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop_requested.set())
         _print_summary(system)
         print("dmb: running. Press Ctrl-C (or run `dmb down`) to stop.", flush=True)
         stop_requested.wait()
@@ -100,15 +101,15 @@ def _down(settings: Settings, args: argparse.Namespace) -> int:
         print("dmb: nothing is running on", settings.data_dir.resolve())
         return 0
     owner = int(state["owner_pid"])
-    if _alive(owner):
+    if pid_alive(owner):
         os.kill(owner, signal.SIGTERM)
         deadline = time.monotonic() + 90
-        while _alive(owner) and time.monotonic() < deadline:
+        while pid_alive(owner) and time.monotonic() < deadline:
             time.sleep(0.2)
-    leftovers = [owner] if _alive(owner) else []
+    leftovers = [owner] if pid_alive(owner) else []
     for info in state.get("components", {}).values():
         pid = info.get("pid")
-        if pid and _alive(int(pid)):
+        if pid and pid_alive(int(pid)):
             leftovers.append(int(pid))
     for pid in leftovers:  # only when a clean stop failed: stop firmly
         os.kill(pid, signal.SIGKILL)
@@ -119,13 +120,13 @@ def _down(settings: Settings, args: argparse.Namespace) -> int:
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
     state = read_state(settings.data_dir.resolve())
-    if state is None or not _alive(int(state["owner_pid"])):
+    if state is None or not pid_alive(int(state["owner_pid"])):
         print("dmb: not running (start it with `dmb up`)")
         return EXIT_NOT_RUNNING
     healthy = True
     print(f"dmb: running (pid {state['owner_pid']})")
     for name, info in state.get("components", {}).items():
-        ok = _alive(int(info["pid"])) and port_open("127.0.0.1", int(info["port"]))
+        ok = pid_alive(int(info["pid"])) and port_open("127.0.0.1", int(info["port"]))
         healthy &= ok
         mark = "up  " if ok else "DOWN"
         print(f"  {mark} {name:<18} 127.0.0.1:{info['port']:<6} log: {info['log']}")
@@ -171,11 +172,5 @@ def _codegen(settings: Settings, args: argparse.Namespace) -> int:
     return codegen_main(check_only=args.check)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+if __name__ == "__main__":
+    sys.exit(main())

@@ -78,9 +78,9 @@ def regenerate() -> list[Path]:
     return generate(REPO_ROOT)
 
 
-def check() -> list[str]:
+def check(tree_root: Path = REPO_ROOT) -> list[str]:
     """Return the generated files that are missing, stale or extra (empty when up to date)."""
-    target = REPO_ROOT / GENERATED_PACKAGE
+    target = tree_root / GENERATED_PACKAGE
     with tempfile.TemporaryDirectory() as scratch:
         fresh_dir = Path(scratch) / GENERATED_PACKAGE
         generate(Path(scratch))
