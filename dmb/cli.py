@@ -52,6 +52,23 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply pending schema migrations")
     migrate.set_defaults(handler=_migrate)
 
+    seed = commands.add_parser("seed", help="bulk-create a realistic social graph")
+    seed.add_argument("--users", type=int, default=1_000)
+    seed.add_argument("--posts", type=int, default=10_000)
+    seed.add_argument("--celebrities", type=int, default=3, help="accounts above the threshold")
+    seed.add_argument("--follows-per-user", type=float, default=20.0)
+    seed.add_argument("--likes-per-post", type=float, default=3.0)
+    seed.add_argument("--comments-per-post", type=float, default=1.0)
+    seed.add_argument("--days", type=int, default=30, help="spread posts over this many days")
+    seed.add_argument("--seed", type=int, default=42, help="random seed (same seed, same graph)")
+    seed.add_argument("--prefix", default="seed", help="usernames are PREFIX0, PREFIX1, ...")
+    seed.add_argument(
+        "--password-env",
+        default="SEED_PASSWORD",
+        help="environment variable holding every seeded user's password (default: seed-pass-123)",
+    )
+    seed.set_defaults(handler=_seed)
+
     codegen = commands.add_parser("codegen", help="regenerate stubs from proto/")
     codegen.add_argument("--check", action="store_true", help="fail if generated code is stale")
     codegen.set_defaults(handler=_codegen)
@@ -164,6 +181,38 @@ def _database_url(settings: Settings) -> str:
         raise StackError("no DMB_DATABASE_URL set and no local stack running (run `dmb up`)")
     cluster = PostgresCluster(data_dir / "postgres", int(primary["port"]), None, run_as=None)
     return cluster.primary_url
+
+
+def _seed(settings: Settings, args: argparse.Namespace) -> int:
+    from dmb.seed import SeedError, SeedPlan, run_seed
+
+    plan = SeedPlan(
+        users=args.users,
+        posts=args.posts,
+        celebrities=args.celebrities,
+        follows_per_user=args.follows_per_user,
+        likes_per_post=args.likes_per_post,
+        comments_per_post=args.comments_per_post,
+        days=args.days,
+        seed=args.seed,
+        celebrity_threshold=settings.celebrity_threshold,
+        username_prefix=args.prefix,
+    )
+    password = os.environ.get(args.password_env, "seed-pass-123")
+    try:
+        report = run_seed(
+            _database_url(settings), plan, password, show_progress=sys.stderr.isatty()
+        )
+    except SeedError as exc:
+        print(f"dmb: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(
+        f"seeded {report.users} users, {report.follows} follows, {report.posts} posts, "
+        f"{report.likes} likes, {report.comments} comments in {report.seconds:.1f}s; "
+        f"celebrities: {len(report.celebrities)} (usernames {args.prefix}N, password from "
+        f"${args.password_env} or the default)"
+    )
+    return 0
 
 
 def _codegen(settings: Settings, args: argparse.Namespace) -> int:

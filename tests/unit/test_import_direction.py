@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("dmb.stores", "dmb.localstack"),  # store access and the local stack
     ("dmb.domain",),  # domain logic
     ("serve_apps", "actors"),  # transport and long-lived actors
-    ("dmb.launcher", "dmb.cli", "dmb.codegen"),  # entrypoints / composition root
+    ("dmb.launcher", "dmb.cli", "dmb.codegen", "dmb.seed"),  # entrypoints / composition root
 ]
 
 
