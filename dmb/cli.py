@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="start stores, migrations, Ray and every Serve app")
     up.add_argument("--no-replica", action="store_true", help="skip the read replica")
+    up.add_argument(
+        "--default-ingress",
+        action="store_true",
+        help="use Serve's default proxy instead of the HAProxy ingress (about 10x slower)",
+    )
     up.set_defaults(handler=_up)
 
     down = commands.add_parser("down", help="stop what `dmb up` started")
@@ -80,7 +85,9 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 
     stop_requested = threading.Event()
     print(f"dmb: starting (data in {settings.data_dir.resolve()}) ...", flush=True)
-    system = LocalSystem(settings, with_replica=not args.no_replica)
+    system = LocalSystem(
+        settings, with_replica=not args.no_replica, fast_ingress=not args.default_ingress
+    )
     try:
         system.start()
         # Installed after start: ray.init() replaces the SIGTERM handler with one that exits.

@@ -29,6 +29,7 @@ class LocalSystem:
     fast_unsafe: bool = False
     start_serve: bool = True
     ray_cpus: int | None = None
+    fast_ingress: bool = True
     stack: LocalStack | None = field(default=None, init=False)
     resolved: Settings | None = field(default=None, init=False)
     deployed: tuple[AppSpec, ...] = field(default=(), init=False)
@@ -89,6 +90,8 @@ class LocalSystem:
         # replica this way without passing through runtime_env, which Ray records and shows.
         os.environ.update(self.resolved.as_environ())
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # one mode for every process
+        if self.fast_ingress:
+            os.environ.update(self._fast_ingress_environ())
         ray.init(
             address="local",  # never attach to some other cluster on this machine
             namespace="dmb",
@@ -98,6 +101,25 @@ class LocalSystem:
             log_to_driver=False,
         )
         self._ray_started = True
+
+    def _fast_ingress_environ(self) -> dict[str, str]:
+        """Ray 2.60's HAProxy ingress, with its files under our data folder.
+
+        Its defaults put config, sockets and state in /tmp/haproxy-serve, shared by every
+        cluster on the machine (tests and `dmb up` would overwrite each other's).
+        """
+        assert self.stack is not None
+        base = self.stack.data_dir / "haproxy"
+        base.mkdir(parents=True, exist_ok=True)
+        return {
+            "RAY_SERVE_ENABLE_HA_PROXY": "1",
+            "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(base / "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(base / "admin.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(base),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(base / "server-state"),
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(base / "metrics.sock"),
+        }
 
     def _deploy(self) -> None:
         from ray.serve._private.api import serve_start
