@@ -7,9 +7,12 @@ so what is tested is what runs. This module sits above everything else (it may i
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dmb.localstack import LocalStack
@@ -30,6 +33,7 @@ class LocalSystem:
     start_serve: bool = True
     ray_cpus: int | None = None
     fast_ingress: bool = True
+    applications: tuple[AppSpec, ...] = APPLICATIONS
     stack: LocalStack | None = field(default=None, init=False)
     resolved: Settings | None = field(default=None, init=False)
     deployed: tuple[AppSpec, ...] = field(default=(), init=False)
@@ -103,14 +107,17 @@ class LocalSystem:
         self._ray_started = True
 
     def _fast_ingress_environ(self) -> dict[str, str]:
-        """Ray 2.60's HAProxy ingress, with its files under our data folder.
+        """Ray 2.60's HAProxy ingress, with its files in a folder of this system's own.
 
         Its defaults put config, sockets and state in /tmp/haproxy-serve, shared by every
-        cluster on the machine (tests and `dmb up` would overwrite each other's).
+        cluster on the machine (tests and `dmb up` would overwrite each other's). The folder is
+        short and in /tmp because Ray adds a 56-character node id below it and HAProxy refuses
+        socket paths over 97 characters.
         """
         assert self.stack is not None
-        base = self.stack.data_dir / "haproxy"
-        base.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(str(self.stack.data_dir).encode()).hexdigest()[:10]
+        base = Path(tempfile.gettempdir()) / f"dmb-hap-{digest}"
+        base.mkdir(mode=0o700, exist_ok=True)
         return {
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
             "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
@@ -126,8 +133,8 @@ class LocalSystem:
         from ray.serve.schema import ServeDeploySchema
 
         assert self.resolved is not None
-        built = tuple(app for app in APPLICATIONS if app.is_built())
-        self.not_built = tuple(app for app in APPLICATIONS if app not in built)
+        built = tuple(app for app in self.applications if app.is_built())
+        self.not_built = tuple(app for app in self.applications if app not in built)
         config = ServeDeploySchema.model_validate(
             local_serve_config(
                 self.resolved.http_host, self.resolved.http_port, self.resolved.grpc_port, built
