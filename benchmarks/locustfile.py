@@ -1,0 +1,125 @@
+"""Load test through the HTTP gateway only, with DeathStarBench socialNetwork's request mix.
+
+Each simulated user logs in once as one of the seeded accounts (`dmb seed`), then mostly reads
+its home feed, reads other users' timelines, and sometimes posts, likes, comments and follows.
+Requests are named by route so locust's report groups them. A 429 from the rate limiter is
+expected behaviour under load: it is counted (as `rate_limited`) but not as a failure.
+
+Environment: LOAD_USER_PREFIX (default "seed"), LOAD_USER_COUNT (1000), LOAD_PASSWORD
+(default: the seed's default password).
+
+    locust -f benchmarks/locustfile.py --host http://127.0.0.1:8000 --headless -u 50 -r 10 -t 60s
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+from locust import FastHttpUser, between, events, task
+from locust.exception import StopUser
+
+USER_PREFIX = os.environ.get("LOAD_USER_PREFIX", "seed")
+USER_COUNT = int(os.environ.get("LOAD_USER_COUNT", "1000"))
+PASSWORD = os.environ.get("LOAD_PASSWORD", "seed-pass-123")
+RATE_LIMITED: dict[str, int] = {}
+
+
+def _count_rate_limited(name: str) -> None:
+    RATE_LIMITED[name] = RATE_LIMITED.get(name, 0) + 1
+
+
+@events.quitting.add_listener
+def _report_rate_limited(environment: Any, **_: Any) -> None:
+    total = sum(RATE_LIMITED.values())
+    if total:
+        print(f"rate_limited (429, not failures): {total} {dict(sorted(RATE_LIMITED.items()))}")
+
+
+class SocialUser(FastHttpUser):
+    """One person using the app: login once, then the DeathStarBench-like mix."""
+
+    wait_time = between(0.0, 0.05)
+
+    def on_start(self) -> None:
+        self.username = f"{USER_PREFIX}{random.randrange(USER_COUNT)}"
+        with self.client.post(
+            "/v1/auth/login",
+            json={"username": self.username, "password": PASSWORD},
+            name="POST /v1/auth/login",
+            catch_response=True,
+        ) as response:
+            if response.status_code != 200:
+                response.failure(f"login failed: {response.status_code} {response.text[:200]}")
+                raise StopUser()
+            body = response.json()
+        self.user_id = body["userId"]
+        self.headers = {"Authorization": f"Bearer {body['accessToken']}"}
+        self.known_posts: list[str] = []
+        self.known_users: list[str] = [self.user_id]
+
+    def _call(self, method: str, path: str, name: str, **kwargs: Any) -> Any:
+        with self.client.request(
+            method, path, name=name, headers=self.headers, catch_response=True, **kwargs
+        ) as response:
+            if response.status_code == 429:
+                _count_rate_limited(name)
+                response.success()
+                return None
+            if response.status_code >= 400:
+                response.failure(f"{response.status_code}: {response.text[:200]}")
+                return None
+            return response.json() if response.text else {}
+
+    def _remember(self, posts: list[dict[str, Any]]) -> None:
+        for post in posts[:5]:
+            self.known_posts.append(post["id"])
+            self.known_users.append(post["authorId"])
+        del self.known_posts[:-50]
+        del self.known_users[:-50]
+
+    @task(60)
+    def read_home_feed(self) -> None:
+        body = self._call("GET", "/v1/feed?pageSize=20", "GET /v1/feed")
+        if body:
+            self._remember(body.get("posts", []))
+
+    @task(30)
+    def read_user_timeline(self) -> None:
+        author = random.choice(self.known_users)
+        body = self._call(
+            "GET", f"/v1/users/{author}/posts?pageSize=20", "GET /v1/users/{user_id}/posts"
+        )
+        if body:
+            self._remember(body.get("posts", []))
+
+    @task(10)
+    def compose_post(self) -> None:
+        content = f"load test post {random.randrange(10**9)} from {self.username}"
+        body = self._call("POST", "/v1/posts", "POST /v1/posts", json={"content": content})
+        if body and "post" in body:
+            self.known_posts.append(body["post"]["id"])
+
+    @task(5)
+    def like_post(self) -> None:
+        if self.known_posts:
+            post = random.choice(self.known_posts)
+            self._call("POST", f"/v1/posts/{post}/likes", "POST /v1/posts/{post_id}/likes")
+
+    @task(3)
+    def comment(self) -> None:
+        if self.known_posts:
+            post = random.choice(self.known_posts)
+            self._call(
+                "POST",
+                f"/v1/posts/{post}/comments",
+                "POST /v1/posts/{post_id}/comments",
+                json={"content": "nice one"},
+            )
+
+    @task(2)
+    def follow(self) -> None:
+        other = random.choice(self.known_users)
+        if other != self.user_id:
+            self._call("POST", f"/v1/users/{other}/follow", "POST /v1/users/{user_id}/follow")
