@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
+from dmb.domain.identity import AccessTokenIssuer
 from dmb.launcher import LocalSystem
 from dmb.localstack.process import free_port
 from dmb.settings import Settings, load_settings
@@ -66,3 +68,24 @@ def database_url(settings: Settings) -> str:
 def redis_url(settings: Settings) -> str:
     assert settings.redis_url is not None
     return settings.redis_url.get_secret_value()
+
+
+@pytest.fixture(scope="session")
+def grpc_channel(serve_system: LocalSystem) -> Iterator[grpc.Channel]:
+    """A real gRPC channel to Serve's gRPC ingress."""
+    channel = grpc.insecure_channel(serve_system.addresses()["grpc"])
+    yield channel
+    channel.close()
+
+
+@pytest.fixture(scope="session")
+def issue_token(settings: Settings) -> Callable[[int], str]:
+    """Mint an access token for a user id, as the user service would at login."""
+    issuer = AccessTokenIssuer(settings)
+    return lambda user_id: issuer.issue(user_id).token
+
+
+def grpc_metadata(app: str, token: str | None = None) -> tuple[tuple[str, str], ...]:
+    """Metadata for a call through the gRPC ingress: the app to route to, and the bearer token."""
+    routing = (("application", app),)
+    return (*routing, ("authorization", f"Bearer {token}")) if token else routing
