@@ -1,0 +1,140 @@
+"""Like and comment counters: Redis for fast reads, Postgres rows as the truth.
+
+Each post has one Redis hash `dmb:counts:{<post id>}` with fields `likes` and `comments`. A like
+or comment that really changed a row marks the post dirty, then increments the hash if it exists.
+A missing hash (evicted, Redis flushed) is rebuilt by counting the rows in Postgres, so losing
+Redis loses nothing. The flusher writes dirty posts' counts to `posts.like_count/comment_count`
+in one batched statement, recounting from the rows (not copying Redis), and refreshes Redis with
+the exact values, so any drift from races heals at the next flush.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from dmb.stores.postgres import Database
+
+DIRTY = "dmb:{counts}:dirty"
+FLUSHING = "dmb:{counts}:flushing"  # same hash tag as DIRTY: one slot on Redis Cluster
+TTL_SECONDS = 7 * 86_400
+LIKES = "likes"
+COMMENTS = "comments"
+
+_INCREMENT_IF_PRESENT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+end
+return false
+"""
+_TAKE_DIRTY = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('SUNIONSTORE', KEYS[2], KEYS[2], KEYS[1])
+  redis.call('DEL', KEYS[1])
+end
+return redis.call('SMEMBERS', KEYS[2])
+"""
+_RECOUNT_SQL = (
+    "SELECT p.id, "
+    "(SELECT count(*) FROM likes l WHERE l.post_id = p.id), "
+    "(SELECT count(*) FROM comments c WHERE c.post_id = p.id) "
+    "FROM posts p WHERE p.id = ANY(%s)"
+)
+
+
+def counts_key(post_id: int) -> str:
+    return f"dmb:counts:{{{post_id}}}"
+
+
+@dataclass(frozen=True)
+class Counts:
+    likes: int = 0
+    comments: int = 0
+
+
+class Counters:
+    def __init__(self, db: Database, redis: aioredis.Redis) -> None:
+        self._db = db
+        self._redis = redis
+        self._increment = redis.register_script(_INCREMENT_IF_PRESENT)
+        self._take_dirty = redis.register_script(_TAKE_DIRTY)
+
+    async def changed(self, post_id: int, field: str, delta: int) -> int:
+        """Record a committed change of `delta` likes/comments; return the new count."""
+        await self._redis.sadd(DIRTY, str(post_id))  # first: the flusher must see it
+        value = await self._increment(keys=[counts_key(post_id)], args=[field, delta])
+        if value is not None:
+            return int(value)
+        rebuilt = await self.get([post_id])
+        counts = rebuilt.get(post_id, Counts())
+        return counts.likes if field == LIKES else counts.comments
+
+    async def get(self, post_ids: Sequence[int]) -> dict[int, Counts]:
+        """Counts for existing posts (one pipelined read; missing hashes rebuilt in one query)."""
+        if not post_ids:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for post_id in post_ids:
+                pipe.hmget(counts_key(post_id), [LIKES, COMMENTS])
+            cached = await pipe.execute()
+        found: dict[int, Counts] = {}
+        missing = []
+        for post_id, (likes, comments) in zip(post_ids, cached, strict=True):
+            if likes is None or comments is None:
+                missing.append(post_id)
+            else:
+                found[post_id] = Counts(int(likes), int(comments))
+        if missing:
+            found.update(await self._rebuild(missing))
+        return found
+
+    async def forget(self, post_id: int) -> None:
+        await self._redis.delete(counts_key(post_id))
+
+    async def flush(self, batch_size: int = 1000) -> int:
+        """Write dirty posts' exact counts to Postgres; return how many posts were written.
+
+        Dirty ids move to a `flushing` set first and leave it only after the UPDATE committed,
+        so a flusher that dies mid-way loses nothing: the next run picks the set up again.
+        """
+        members = await self._take_dirty(keys=[DIRTY, FLUSHING])
+        post_ids = sorted(int(m) for m in members)
+        written = 0
+        for start in range(0, len(post_ids), batch_size):
+            chunk = post_ids[start : start + batch_size]
+            async with self._db.transaction() as conn:
+                cursor = await conn.execute(
+                    f"UPDATE posts p SET like_count = c.likes, comment_count = c.comments "
+                    f"FROM ({_RECOUNT_SQL}) AS c(id, likes, comments) WHERE p.id = c.id "
+                    "RETURNING p.id, p.like_count, p.comment_count",
+                    (chunk,),
+                )
+                rows = await cursor.fetchall()
+            await self._store([(int(r[0]), Counts(int(r[1]), int(r[2]))) for r in rows])
+            await self._redis.srem(FLUSHING, *[str(i) for i in chunk])
+            written += len(rows)
+        return written
+
+    async def _rebuild(self, post_ids: Sequence[int]) -> dict[int, Counts]:
+        async with self._db.reading() as conn:
+            cursor = await conn.execute(_RECOUNT_SQL, (list(post_ids),))
+            rows = await cursor.fetchall()
+        counts = {int(r[0]): Counts(int(r[1]), int(r[2])) for r in rows}
+        await self._store(list(counts.items()), only_if_missing=True)
+        return counts
+
+    async def _store(self, counts: list[tuple[int, Counts]], only_if_missing: bool = False) -> None:
+        if not counts:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for post_id, value in counts:
+                key = counts_key(post_id)
+                if only_if_missing:  # a concurrent increment may already have rebuilt it
+                    pipe.hsetnx(key, LIKES, value.likes)
+                    pipe.hsetnx(key, COMMENTS, value.comments)
+                else:
+                    pipe.hset(key, mapping={LIKES: value.likes, COMMENTS: value.comments})
+                pipe.expire(key, TTL_SECONDS)
+            await pipe.execute()

@@ -1,0 +1,250 @@
+"""Posts, likes and comments: validation, permissions, paged lists, batched hydration."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import redis.asyncio as aioredis
+
+from dmb.domain.counters import COMMENTS, LIKES, Counters, Counts
+from dmb.domain.errors import InvalidArgument, NotFound, PermissionDenied
+from dmb.domain.identity import Caller
+from dmb.domain.paging import Page, next_cursor
+from dmb.domain.timestamps import to_timestamp
+from dmb.stores.postgres import AsyncConn, Database
+from dmb.v1 import resources_pb2
+
+MAX_CONTENT = 2000
+MAX_BATCH = 1000
+_POST_COLUMNS = "p.id, p.author_id, p.content, p.created_at, u.username"
+
+
+@dataclass(frozen=True)
+class PostPage:
+    posts: list[resources_pb2.Post]
+    next_cursor: str
+
+
+@dataclass(frozen=True)
+class CommentPage:
+    comments: list[resources_pb2.Comment]
+    next_cursor: str
+
+
+def valid_content(content: str, what: str = "content") -> str:
+    """Trimmed content of 1 to 2,000 characters, or InvalidArgument."""
+    trimmed = content.strip()
+    if not trimmed:
+        raise InvalidArgument(f"{what} must not be empty")
+    if len(trimmed) > MAX_CONTENT:
+        raise InvalidArgument(f"{what} must be at most {MAX_CONTENT} characters")
+    return trimmed
+
+
+def _positive(value: int, name: str) -> None:
+    if value <= 0:
+        raise InvalidArgument(f"{name} must be a positive id")
+
+
+def post_message(row: Sequence[Any], counts: Counts) -> resources_pb2.Post:
+    post_id, author_id, content, created_at, username = row
+    return resources_pb2.Post(
+        id=post_id,
+        author_id=author_id,
+        content=content,
+        created_at=to_timestamp(created_at),
+        like_count=counts.likes,
+        comment_count=counts.comments,
+        author_username=username or "",
+    )
+
+
+def comment_message(row: Sequence[Any]) -> resources_pb2.Comment:
+    comment_id, post_id, author_id, content, created_at = row
+    return resources_pb2.Comment(
+        id=comment_id,
+        post_id=post_id,
+        author_id=author_id,
+        content=content,
+        created_at=to_timestamp(created_at),
+    )
+
+
+class Posts:
+    """The post service's domain logic, transport-free."""
+
+    def __init__(self, db: Database, redis: aioredis.Redis) -> None:
+        self._db = db
+        self.counters = Counters(db, redis)
+
+    async def create(self, caller: Caller, content: str) -> resources_pb2.Post:
+        text = valid_content(content)
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "WITH p AS (INSERT INTO posts (author_id, content) VALUES (%s, %s) "
+                "RETURNING id, author_id, content, created_at) "
+                f"SELECT {_POST_COLUMNS} FROM p JOIN users u ON u.id = p.author_id",
+                (caller.user_id, text),
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            await self._db.remember_write(conn, caller.user_id)
+        return post_message(row, Counts())
+
+    async def get(self, caller: Caller, post_id: int) -> resources_pb2.Post:
+        _positive(post_id, "post_id")
+        posts = await self.get_many([post_id], for_user=caller.user_id)
+        if not posts:
+            raise NotFound(f"post {post_id} does not exist")
+        return posts[0]
+
+    async def get_many(
+        self, post_ids: Sequence[int], for_user: int | None = None
+    ) -> list[resources_pb2.Post]:
+        """Posts in the order asked, deleted or unknown ones left out: one query, one Redis trip.
+
+        The home feed hydrates its pages through this, so it must stay batched.
+        """
+        if len(post_ids) > MAX_BATCH:
+            raise InvalidArgument(f"at most {MAX_BATCH} post ids per call")
+        if not post_ids:
+            return []
+        async with self._db.reading(for_user=for_user) as conn:
+            cursor = await conn.execute(
+                f"SELECT {_POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.author_id "
+                "WHERE p.id = ANY(%s)",
+                (list(post_ids),),
+            )
+            rows = {int(row[0]): row for row in await cursor.fetchall()}
+        counts = await self.counters.get(list(rows))
+        return [
+            post_message(rows[post_id], counts.get(post_id, Counts()))
+            for post_id in post_ids
+            if post_id in rows
+        ]
+
+    async def delete(self, caller: Caller, post_id: int) -> None:
+        _positive(post_id, "post_id")
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute("SELECT author_id FROM posts WHERE id = %s", (post_id,))
+            row = await cursor.fetchone()
+            if row is None:
+                raise NotFound(f"post {post_id} does not exist")
+            if int(row[0]) != caller.user_id:
+                raise PermissionDenied("only the author may delete a post")
+            await conn.execute("DELETE FROM posts WHERE id = %s", (post_id,))
+            await self._db.remember_write(conn, caller.user_id)
+        await self.counters.forget(post_id)
+
+    async def list_by_author(self, caller: Caller, user_id: int, page: Page) -> PostPage:
+        _positive(user_id, "user_id")
+        async with self._db.reading(for_user=caller.user_id) as conn:
+            exists = await (
+                await conn.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))
+            ).fetchone()
+            if exists is None:
+                raise NotFound(f"user {user_id} does not exist")
+            cursor = await conn.execute(
+                f"SELECT {_POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.author_id "
+                "WHERE p.author_id = %s AND p.id < %s ORDER BY p.id DESC LIMIT %s",
+                (user_id, page.after or (1 << 62), page.size + 1),
+            )
+            rows = await cursor.fetchall()
+        shown = rows[: page.size]
+        counts = await self.counters.get([int(row[0]) for row in shown])
+        return PostPage(
+            posts=[post_message(row, counts.get(int(row[0]), Counts())) for row in shown],
+            next_cursor=next_cursor([int(row[0]) for row in shown], page, len(rows)),
+        )
+
+    async def like(self, caller: Caller, post_id: int) -> int:
+        _positive(post_id, "post_id")
+        try:
+            async with self._db.transaction() as conn:
+                cursor = await conn.execute(
+                    "INSERT INTO likes (post_id, user_id) VALUES (%s, %s) "
+                    "ON CONFLICT DO NOTHING RETURNING 1",
+                    (post_id, caller.user_id),
+                )
+                changed = await cursor.fetchone() is not None
+        except psycopg.errors.ForeignKeyViolation:
+            raise NotFound(f"post {post_id} does not exist") from None
+        return await self._count_after(post_id, LIKES, 1 if changed else 0)
+
+    async def unlike(self, caller: Caller, post_id: int) -> int:
+        _positive(post_id, "post_id")
+        async with self._db.transaction() as conn:
+            await self._require_post(conn, post_id)
+            cursor = await conn.execute(
+                "DELETE FROM likes WHERE post_id = %s AND user_id = %s RETURNING 1",
+                (post_id, caller.user_id),
+            )
+            changed = await cursor.fetchone() is not None
+        return await self._count_after(post_id, LIKES, -1 if changed else 0)
+
+    async def add_comment(
+        self, caller: Caller, post_id: int, content: str
+    ) -> resources_pb2.Comment:
+        _positive(post_id, "post_id")
+        text = valid_content(content)
+        try:
+            async with self._db.transaction() as conn:
+                cursor = await conn.execute(
+                    "INSERT INTO comments (post_id, author_id, content) VALUES (%s, %s, %s) "
+                    "RETURNING id, post_id, author_id, content, created_at",
+                    (post_id, caller.user_id, text),
+                )
+                row = await cursor.fetchone()
+                assert row is not None
+                await self._db.remember_write(conn, caller.user_id)
+        except psycopg.errors.ForeignKeyViolation:
+            raise NotFound(f"post {post_id} does not exist") from None
+        await self.counters.changed(post_id, COMMENTS, 1)
+        return comment_message(row)
+
+    async def list_comments(self, caller: Caller, post_id: int, page: Page) -> CommentPage:
+        _positive(post_id, "post_id")
+        async with self._db.reading(for_user=caller.user_id) as conn:
+            await self._require_post(conn, post_id)
+            cursor = await conn.execute(
+                "SELECT id, post_id, author_id, content, created_at FROM comments "
+                "WHERE post_id = %s AND id > %s ORDER BY id LIMIT %s",
+                (post_id, page.after or 0, page.size + 1),
+            )
+            rows = await cursor.fetchall()
+        shown = rows[: page.size]
+        return CommentPage(
+            comments=[comment_message(row) for row in shown],
+            next_cursor=next_cursor([int(row[0]) for row in shown], page, len(rows)),
+        )
+
+    async def delete_comment(self, caller: Caller, post_id: int, comment_id: int) -> None:
+        _positive(post_id, "post_id")
+        _positive(comment_id, "comment_id")
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT c.author_id, p.author_id FROM comments c JOIN posts p ON p.id = c.post_id "
+                "WHERE c.id = %s AND c.post_id = %s",
+                (comment_id, post_id),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                raise NotFound(f"comment {comment_id} on post {post_id} does not exist")
+            if caller.user_id not in (int(row[0]), int(row[1])):
+                raise PermissionDenied("only the comment's or the post's author may delete it")
+            await conn.execute("DELETE FROM comments WHERE id = %s", (comment_id,))
+        await self.counters.changed(post_id, COMMENTS, -1)
+
+    async def _require_post(self, conn: AsyncConn, post_id: int) -> None:
+        cursor = await conn.execute("SELECT 1 FROM posts WHERE id = %s", (post_id,))
+        if await cursor.fetchone() is None:
+            raise NotFound(f"post {post_id} does not exist")
+
+    async def _count_after(self, post_id: int, field: str, delta: int) -> int:
+        if delta:
+            return await self.counters.changed(post_id, field, delta)
+        counts = (await self.counters.get([post_id])).get(post_id, Counts())
+        return counts.likes if field == LIKES else counts.comments

@@ -1,0 +1,26 @@
+"""Small helpers for integration tests: accounts made straight in Postgres, callers for handles."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+
+from dmb.domain.identity import Caller
+
+
+def make_users(database_url: str, count: int) -> list[int]:
+    """Create `count` accounts directly (no password hashing cost); return their ids in order."""
+    names = [f"t_{uuid.uuid4().hex[:20]}" for _ in range(count)]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "INSERT INTO users (username, email, password_hash) "
+            "SELECT n, n || '@example.com', 'x' FROM unnest(%s::text[]) WITH ORDINALITY AS t(n, i) "
+            "ORDER BY i RETURNING id",
+            (names,),
+        ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def as_caller(user_id: int) -> Caller:
+    return Caller(user_id=user_id, jti=uuid.uuid4().hex, expires_at=2**31)
