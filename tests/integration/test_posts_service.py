@@ -1,0 +1,265 @@
+"""PostService through the deployed Serve app (handle and gRPC), counters and replica reads."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+import redis
+from ray import serve
+
+from dmb.domain.counters import DIRTY, FLUSHING, Counters, counts_key
+from dmb.domain.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from dmb.launcher import LocalSystem
+from dmb.settings import Settings
+from dmb.stores.postgres import Database
+from dmb.stores.redis import create_redis
+from dmb.v1 import posts_pb2 as pb
+from dmb.v1 import posts_pb2_grpc
+from tests.conftest import grpc_metadata
+from tests.integration.helpers import as_caller, make_users
+
+
+@pytest.fixture(scope="module")
+def posts(serve_system: LocalSystem) -> Any:
+    return serve.get_deployment_handle("PostService", app_name="posts")
+
+
+def _create(posts: Any, author: int, content: str = "hello world") -> Any:
+    return (
+        posts.CreatePost.remote(pb.CreatePostRequest(content=content), caller=as_caller(author))
+        .result()
+        .post
+    )
+
+
+def _stored_counts(database_url: str, post_id: int) -> tuple[int, int] | None:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT like_count, comment_count FROM posts WHERE id = %s", (post_id,)
+        ).fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def test_create_trims_and_get_reads_it_back(posts: Any, database_url: str) -> None:
+    (author,) = make_users(database_url, 1)
+    post = _create(posts, author, "   hello there   ")
+    assert post.content == "hello there"
+    assert post.author_id == author
+    got = posts.GetPost.remote(
+        pb.GetPostRequest(post_id=post.id), caller=as_caller(author)
+    ).result()
+    assert got.post.content == "hello there"
+    assert (got.post.like_count, got.post.comment_count) == (0, 0)
+
+
+@pytest.mark.parametrize("content", ["", "    ", "x" * 2001])
+def test_bad_content_is_refused_and_nothing_is_written(
+    posts: Any, database_url: str, content: str
+) -> None:
+    (author,) = make_users(database_url, 1)
+    with pytest.raises(InvalidArgument, match="content"):
+        _create(posts, author, content)
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM posts WHERE author_id = %s", (author,)).fetchone()
+    assert row == (0,)
+
+
+def test_exactly_2000_characters_is_accepted(posts: Any, database_url: str) -> None:
+    (author,) = make_users(database_url, 1)
+    assert len(_create(posts, author, "é" * 2000).content) == 2000
+
+
+def test_only_the_author_deletes(posts: Any, database_url: str) -> None:
+    author, other = make_users(database_url, 2)
+    post = _create(posts, author)
+    with pytest.raises(PermissionDenied):
+        posts.DeletePost.remote(
+            pb.DeletePostRequest(post_id=post.id), caller=as_caller(other)
+        ).result()
+    posts.DeletePost.remote(
+        pb.DeletePostRequest(post_id=post.id), caller=as_caller(author)
+    ).result()
+    with pytest.raises(NotFound):
+        posts.GetPost.remote(pb.GetPostRequest(post_id=post.id), caller=as_caller(author)).result()
+
+
+def test_user_posts_page_newest_first_without_repeats(posts: Any, database_url: str) -> None:
+    (author,) = make_users(database_url, 1)
+    made = [_create(posts, author, f"post {i}").id for i in range(7)]
+    seen: list[int] = []
+    cursor = ""
+    while True:
+        page = posts.ListUserPosts.remote(
+            pb.ListUserPostsRequest(user_id=author, page_size=3, cursor=cursor),
+            caller=as_caller(author),
+        ).result()
+        seen += [p.id for p in page.posts]
+        if len(seen) == 3:
+            _create(posts, author, "arrived while paging")
+        if not page.next_cursor:
+            break
+        cursor = page.next_cursor
+    assert seen == sorted(made, reverse=True)
+
+
+def test_likes_are_idempotent_and_counted(posts: Any, database_url: str) -> None:
+    author, fan, other = make_users(database_url, 3)
+    post = _create(posts, author)
+    like = pb.LikePostRequest(post_id=post.id)
+    assert posts.LikePost.remote(like, caller=as_caller(fan)).result().like_count == 1
+    assert posts.LikePost.remote(like, caller=as_caller(fan)).result().like_count == 1
+    assert posts.LikePost.remote(like, caller=as_caller(other)).result().like_count == 2
+    unlike = pb.UnlikePostRequest(post_id=post.id)
+    assert posts.UnlikePost.remote(unlike, caller=as_caller(fan)).result().like_count == 1
+    assert posts.UnlikePost.remote(unlike, caller=as_caller(fan)).result().like_count == 1
+    with pytest.raises(NotFound):
+        posts.LikePost.remote(pb.LikePostRequest(post_id=1), caller=as_caller(fan)).result()
+    _eventually(lambda: _stored_counts(database_url, post.id) == (1, 0))
+
+
+def test_comments_page_and_delete_permissions(posts: Any, database_url: str) -> None:
+    author, commenter, stranger = make_users(database_url, 3)
+    post = _create(posts, author)
+    comments = [
+        posts.AddComment.remote(
+            pb.AddCommentRequest(post_id=post.id, content=f"c{i}"), caller=as_caller(commenter)
+        )
+        .result()
+        .comment
+        for i in range(3)
+    ]
+    first = posts.ListComments.remote(
+        pb.ListCommentsRequest(post_id=post.id, page_size=2), caller=as_caller(stranger)
+    ).result()
+    rest = posts.ListComments.remote(
+        pb.ListCommentsRequest(post_id=post.id, page_size=2, cursor=first.next_cursor),
+        caller=as_caller(stranger),
+    ).result()
+    assert [c.id for c in [*first.comments, *rest.comments]] == [c.id for c in comments]
+    assert rest.next_cursor == ""
+    delete = pb.DeleteCommentRequest(post_id=post.id, comment_id=comments[0].id)
+    with pytest.raises(PermissionDenied):
+        posts.DeleteComment.remote(delete, caller=as_caller(stranger)).result()
+    posts.DeleteComment.remote(delete, caller=as_caller(author)).result()  # post author may
+    posts.DeleteComment.remote(
+        pb.DeleteCommentRequest(post_id=post.id, comment_id=comments[1].id),
+        caller=as_caller(commenter),
+    ).result()
+    got = posts.GetPost.remote(
+        pb.GetPostRequest(post_id=post.id), caller=as_caller(author)
+    ).result()
+    assert got.post.comment_count == 1
+    with pytest.raises(InvalidArgument):
+        posts.AddComment.remote(
+            pb.AddCommentRequest(post_id=post.id, content=" "), caller=as_caller(author)
+        ).result()
+    _eventually(lambda: _stored_counts(database_url, post.id) == (0, 1))
+
+
+def test_lost_counters_are_rebuilt_from_postgres(
+    posts: Any, database_url: str, redis_url: str
+) -> None:
+    author, *fans = make_users(database_url, 4)
+    post = _create(posts, author)
+    for fan in fans:
+        posts.LikePost.remote(pb.LikePostRequest(post_id=post.id), caller=as_caller(fan)).result()
+    redis.Redis.from_url(redis_url).delete(counts_key(post.id))
+    got = posts.GetPost.remote(
+        pb.GetPostRequest(post_id=post.id), caller=as_caller(author)
+    ).result()
+    assert got.post.like_count == 3
+
+
+def test_a_flush_that_fails_keeps_its_work(settings: Settings, database_url: str) -> None:
+    """Dirty ids survive in the flushing set when Postgres fails mid-flush."""
+    (author,) = make_users(database_url, 1)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO posts (author_id, content) VALUES (%s, 'x') RETURNING id", (author,)
+        ).fetchone()
+        assert row is not None
+        post_id = int(row[0])
+        conn.execute("INSERT INTO likes (post_id, user_id) VALUES (%s, %s)", (post_id, author))
+
+    async def scenario() -> tuple[bool, tuple[int, int] | None]:
+        client = create_redis(settings)
+        broken = Database(
+            settings.with_overrides(
+                {"database_url": "postgresql://x@127.0.0.1:1/x", "store_timeout_seconds": 1}
+            )
+        )
+        await broken.open()
+        await client.sadd(DIRTY, str(post_id))
+        with pytest.raises(Unavailable):
+            await Counters(broken, client).flush()
+        await broken.close()
+        kept = bool(await client.sismember(FLUSHING, str(post_id)))
+        healthy = Database(settings, client)
+        await healthy.open()
+        try:
+            await Counters(healthy, client).flush()
+        finally:
+            await healthy.close()
+            await client.aclose()
+        return kept, _stored_counts(database_url, post_id)
+
+    kept, stored = asyncio.run(scenario())
+    assert kept
+    assert stored == (1, 0)
+
+
+def test_author_reads_their_write_on_the_replica_path(posts: Any, database_url: str) -> None:
+    (author,) = make_users(database_url, 1)
+    for i in range(5):
+        post = _create(posts, author, f"fresh {i}")
+        listed = posts.ListUserPosts.remote(
+            pb.ListUserPostsRequest(user_id=author, page_size=1), caller=as_caller(author)
+        ).result()
+        assert listed.posts[0].id == post.id
+
+
+def test_batch_get_keeps_order_and_skips_missing(posts: Any, database_url: str) -> None:
+    (author,) = make_users(database_url, 1)
+    a, b = _create(posts, author, "a").id, _create(posts, author, "b").id
+    got = posts.GetPosts.remote(
+        pb.GetPostsRequest(post_ids=[b, 1, a]), caller=as_caller(author)
+    ).result()
+    assert [p.id for p in got.posts] == [b, a]
+    assert got.posts[0].author_username.startswith("t_")
+
+
+def test_grpc_ingress_serves_posts_with_the_jwt(
+    grpc_channel: grpc.Channel, issue_token: Callable[[int], str], database_url: str
+) -> None:
+    author, other = make_users(database_url, 2)
+    stub = posts_pb2_grpc.PostServiceStub(grpc_channel)
+    created = stub.CreatePost(
+        pb.CreatePostRequest(content="via grpc"),
+        metadata=grpc_metadata("posts", issue_token(author)),
+    )
+    with pytest.raises(grpc.RpcError) as denied:
+        stub.DeletePost(
+            pb.DeletePostRequest(post_id=created.post.id),
+            metadata=grpc_metadata("posts", issue_token(other)),
+        )
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as bad:
+        stub.CreatePost(
+            pb.CreatePostRequest(content=""), metadata=grpc_metadata("posts", issue_token(author))
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
