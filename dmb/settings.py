@@ -85,6 +85,9 @@ class Settings(BaseModel):
     http_port: int = Field(default=8000, ge=1, le=65_535)
     grpc_port: int = Field(default=9000, ge=1, le=65_535)
     max_request_body_bytes: int = Field(default=1_048_576, ge=1_024)
+    request_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # How many proxies in front of the gateway append to X-Forwarded-For (0: use the peer).
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
 
     @field_validator("database_url", "database_replica_url", "redis_url")
     @classmethod

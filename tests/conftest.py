@@ -37,6 +37,9 @@ def local_system(stack_data_dir: Path) -> Iterator[LocalSystem]:
         http_port=free_port(),
         grpc_port=free_port(),
         counter_flush_seconds=0.2,
+        # Every test request comes from 127.0.0.1: a roomy IP bucket keeps them from starving
+        # each other; the IP bucket itself is tested with its own small limits.
+        rate_limit_ip_capacity=1_000_000,
     )
     system = LocalSystem(base, fast_unsafe=True, start_serve=False, ray_cpus=4)
     system.start()

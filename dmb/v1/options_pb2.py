@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64mb/v1/options.proto\x12\x06\x64mb.v1\x1a google/protobuf/descriptor.proto:0\n\x06public\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64mb/v1/options.proto\x12\x06\x64mb.v1\x1a google/protobuf/descriptor.proto:0\n\x06public\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x08:4\n\tserve_app\x12\x1f.google.protobuf.ServiceOptions\x18\xba\x8e\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -11,7 +11,10 @@ import builtins as _builtins
 DESCRIPTOR: _descriptor.FileDescriptor
 
 PUBLIC_FIELD_NUMBER: _builtins.int
+SERVE_APP_FIELD_NUMBER: _builtins.int
 public: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.bool]
 """True for the few methods that need no bearer token (registration, login, refresh).
 Everything else is authenticated by default, so forgetting the option fails closed.
 """
+serve_app: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.ServiceOptions, _builtins.str]
+"""Name of the Serve application; its ingress deployment is named after the service."""

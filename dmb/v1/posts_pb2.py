@@ -23,16 +23,19 @@ _sym_db = _symbol_database.Default()
 
 
 from dmb.v1 import resources_pb2 as dmb_dot_v1_dot_resources__pb2
+from dmb.v1 import options_pb2 as dmb_dot_v1_dot_options__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64mb/v1/posts.proto\x12\x06\x64mb.v1\x1a\x16\x64mb/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\"$\n\x11\x43reatePostRequest\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\"0\n\x12\x43reatePostResponse\x12\x1a\n\x04post\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.Post\"!\n\x0eGetPostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\"-\n\x0fGetPostResponse\x12\x1a\n\x04post\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.Post\"$\n\x11\x44\x65letePostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\"\x14\n\x12\x44\x65letePostResponse\"J\n\x14ListUserPostsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"I\n\x15ListUserPostsResponse\x12\x1b\n\x05posts\x18\x01 \x03(\x0b\x32\x0c.dmb.v1.Post\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\"\n\x0fLikePostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\"&\n\x10LikePostResponse\x12\x12\n\nlike_count\x18\x01 \x01(\x03\"$\n\x11UnlikePostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\"(\n\x12UnlikePostResponse\x12\x12\n\nlike_count\x18\x01 \x01(\x03\"5\n\x11\x41\x64\x64\x43ommentRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"6\n\x12\x41\x64\x64\x43ommentResponse\x12 \n\x07\x63omment\x18\x01 \x01(\x0b\x32\x0f.dmb.v1.Comment\"I\n\x13ListCommentsRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"N\n\x14ListCommentsResponse\x12!\n\x08\x63omments\x18\x01 \x03(\x0b\x32\x0f.dmb.v1.Comment\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\";\n\x14\x44\x65leteCommentRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x12\n\ncomment_id\x18\x02 \x01(\x03\"\x17\n\x15\x44\x65leteCommentResponse\"#\n\x0fGetPostsRequest\x12\x10\n\x08post_ids\x18\x01 \x03(\x03\"/\n\x10GetPostsResponse\x12\x1b\n\x05posts\x18\x01 \x03(\x0b\x32\x0c.dmb.v1.Post2\xfd\x07\n\x0bPostService\x12Y\n\nCreatePost\x12\x19.dmb.v1.CreatePostRequest\x1a\x1a.dmb.v1.CreatePostResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/posts:\x01*\x12W\n\x07GetPost\x12\x16.dmb.v1.GetPostRequest\x1a\x17.dmb.v1.GetPostResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/posts/{post_id}\x12`\n\nDeletePost\x12\x19.dmb.v1.DeletePostRequest\x1a\x1a.dmb.v1.DeletePostResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/posts/{post_id}\x12o\n\rListUserPosts\x12\x1c.dmb.v1.ListUserPostsRequest\x1a\x1d.dmb.v1.ListUserPostsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/users/{user_id}/posts\x12`\n\x08LikePost\x12\x17.dmb.v1.LikePostRequest\x1a\x18.dmb.v1.LikePostResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x19/v1/posts/{post_id}/likes\x12\x66\n\nUnlikePost\x12\x19.dmb.v1.UnlikePostRequest\x1a\x1a.dmb.v1.UnlikePostResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/posts/{post_id}/likes\x12l\n\nAddComment\x12\x19.dmb.v1.AddCommentRequest\x1a\x1a.dmb.v1.AddCommentResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/posts/{post_id}/comments:\x01*\x12o\n\x0cListComments\x12\x1b.dmb.v1.ListCommentsRequest\x1a\x1c.dmb.v1.ListCommentsResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/posts/{post_id}/comments\x12\x7f\n\rDeleteComment\x12\x1c.dmb.v1.DeleteCommentRequest\x1a\x1d.dmb.v1.DeleteCommentResponse\"1\x82\xd3\xe4\x93\x02+*)/v1/posts/{post_id}/comments/{comment_id}\x12=\n\x08GetPosts\x12\x17.dmb.v1.GetPostsRequest\x1a\x18.dmb.v1.GetPostsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64mb/v1/posts.proto\x12\x06\x64mb.v1\x1a\x16\x64mb/v1/resources.proto\x1a\x14\x64mb/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\"$\n\x11\x43reatePostRequest\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\"0\n\x12\x43reatePostResponse\x12\x1a\n\x04post\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.Post\"!\n\x0eGetPostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\"-\n\x0fGetPostResponse\x12\x1a\n\x04post\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.Post\"$\n\x11\x44\x65letePostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\"\x14\n\x12\x44\x65letePostResponse\"J\n\x14ListUserPostsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"I\n\x15ListUserPostsResponse\x12\x1b\n\x05posts\x18\x01 \x03(\x0b\x32\x0c.dmb.v1.Post\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\"\n\x0fLikePostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\"&\n\x10LikePostResponse\x12\x12\n\nlike_count\x18\x01 \x01(\x03\"$\n\x11UnlikePostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\"(\n\x12UnlikePostResponse\x12\x12\n\nlike_count\x18\x01 \x01(\x03\"5\n\x11\x41\x64\x64\x43ommentRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"6\n\x12\x41\x64\x64\x43ommentResponse\x12 \n\x07\x63omment\x18\x01 \x01(\x0b\x32\x0f.dmb.v1.Comment\"I\n\x13ListCommentsRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"N\n\x14ListCommentsResponse\x12!\n\x08\x63omments\x18\x01 \x03(\x0b\x32\x0f.dmb.v1.Comment\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\";\n\x14\x44\x65leteCommentRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x12\n\ncomment_id\x18\x02 \x01(\x03\"\x17\n\x15\x44\x65leteCommentResponse\"#\n\x0fGetPostsRequest\x12\x10\n\x08post_ids\x18\x01 \x03(\x03\"/\n\x10GetPostsResponse\x12\x1b\n\x05posts\x18\x01 \x03(\x0b\x32\x0c.dmb.v1.Post2\x88\x08\n\x0bPostService\x12Y\n\nCreatePost\x12\x19.dmb.v1.CreatePostRequest\x1a\x1a.dmb.v1.CreatePostResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/posts:\x01*\x12W\n\x07GetPost\x12\x16.dmb.v1.GetPostRequest\x1a\x17.dmb.v1.GetPostResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/posts/{post_id}\x12`\n\nDeletePost\x12\x19.dmb.v1.DeletePostRequest\x1a\x1a.dmb.v1.DeletePostResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/posts/{post_id}\x12o\n\rListUserPosts\x12\x1c.dmb.v1.ListUserPostsRequest\x1a\x1d.dmb.v1.ListUserPostsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/users/{user_id}/posts\x12`\n\x08LikePost\x12\x17.dmb.v1.LikePostRequest\x1a\x18.dmb.v1.LikePostResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x19/v1/posts/{post_id}/likes\x12\x66\n\nUnlikePost\x12\x19.dmb.v1.UnlikePostRequest\x1a\x1a.dmb.v1.UnlikePostResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/posts/{post_id}/likes\x12l\n\nAddComment\x12\x19.dmb.v1.AddCommentRequest\x1a\x1a.dmb.v1.AddCommentResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/posts/{post_id}/comments:\x01*\x12o\n\x0cListComments\x12\x1b.dmb.v1.ListCommentsRequest\x1a\x1c.dmb.v1.ListCommentsResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/posts/{post_id}/comments\x12\x7f\n\rDeleteComment\x12\x1c.dmb.v1.DeleteCommentRequest\x1a\x1d.dmb.v1.DeleteCommentResponse\"1\x82\xd3\xe4\x93\x02+*)/v1/posts/{post_id}/comments/{comment_id}\x12=\n\x08GetPosts\x12\x17.dmb.v1.GetPostsRequest\x1a\x18.dmb.v1.GetPostsResponse\x1a\t\xd2\xf3\x18\x05postsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dmb.v1.posts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_POSTSERVICE']._loaded_options = None
+  _globals['_POSTSERVICE']._serialized_options = b'\322\363\030\005posts'
   _globals['_POSTSERVICE'].methods_by_name['CreatePost']._loaded_options = None
   _globals['_POSTSERVICE'].methods_by_name['CreatePost']._serialized_options = b'\202\323\344\223\002\016\"\t/v1/posts:\001*'
   _globals['_POSTSERVICE'].methods_by_name['GetPost']._loaded_options = None
@@ -51,46 +54,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POSTSERVICE'].methods_by_name['ListComments']._serialized_options = b'\202\323\344\223\002\036\022\034/v1/posts/{post_id}/comments'
   _globals['_POSTSERVICE'].methods_by_name['DeleteComment']._loaded_options = None
   _globals['_POSTSERVICE'].methods_by_name['DeleteComment']._serialized_options = b'\202\323\344\223\002+*)/v1/posts/{post_id}/comments/{comment_id}'
-  _globals['_CREATEPOSTREQUEST']._serialized_start=84
-  _globals['_CREATEPOSTREQUEST']._serialized_end=120
-  _globals['_CREATEPOSTRESPONSE']._serialized_start=122
-  _globals['_CREATEPOSTRESPONSE']._serialized_end=170
-  _globals['_GETPOSTREQUEST']._serialized_start=172
-  _globals['_GETPOSTREQUEST']._serialized_end=205
-  _globals['_GETPOSTRESPONSE']._serialized_start=207
-  _globals['_GETPOSTRESPONSE']._serialized_end=252
-  _globals['_DELETEPOSTREQUEST']._serialized_start=254
-  _globals['_DELETEPOSTREQUEST']._serialized_end=290
-  _globals['_DELETEPOSTRESPONSE']._serialized_start=292
-  _globals['_DELETEPOSTRESPONSE']._serialized_end=312
-  _globals['_LISTUSERPOSTSREQUEST']._serialized_start=314
-  _globals['_LISTUSERPOSTSREQUEST']._serialized_end=388
-  _globals['_LISTUSERPOSTSRESPONSE']._serialized_start=390
-  _globals['_LISTUSERPOSTSRESPONSE']._serialized_end=463
-  _globals['_LIKEPOSTREQUEST']._serialized_start=465
-  _globals['_LIKEPOSTREQUEST']._serialized_end=499
-  _globals['_LIKEPOSTRESPONSE']._serialized_start=501
-  _globals['_LIKEPOSTRESPONSE']._serialized_end=539
-  _globals['_UNLIKEPOSTREQUEST']._serialized_start=541
-  _globals['_UNLIKEPOSTREQUEST']._serialized_end=577
-  _globals['_UNLIKEPOSTRESPONSE']._serialized_start=579
-  _globals['_UNLIKEPOSTRESPONSE']._serialized_end=619
-  _globals['_ADDCOMMENTREQUEST']._serialized_start=621
-  _globals['_ADDCOMMENTREQUEST']._serialized_end=674
-  _globals['_ADDCOMMENTRESPONSE']._serialized_start=676
-  _globals['_ADDCOMMENTRESPONSE']._serialized_end=730
-  _globals['_LISTCOMMENTSREQUEST']._serialized_start=732
-  _globals['_LISTCOMMENTSREQUEST']._serialized_end=805
-  _globals['_LISTCOMMENTSRESPONSE']._serialized_start=807
-  _globals['_LISTCOMMENTSRESPONSE']._serialized_end=885
-  _globals['_DELETECOMMENTREQUEST']._serialized_start=887
-  _globals['_DELETECOMMENTREQUEST']._serialized_end=946
-  _globals['_DELETECOMMENTRESPONSE']._serialized_start=948
-  _globals['_DELETECOMMENTRESPONSE']._serialized_end=971
-  _globals['_GETPOSTSREQUEST']._serialized_start=973
-  _globals['_GETPOSTSREQUEST']._serialized_end=1008
-  _globals['_GETPOSTSRESPONSE']._serialized_start=1010
-  _globals['_GETPOSTSRESPONSE']._serialized_end=1057
-  _globals['_POSTSERVICE']._serialized_start=1060
-  _globals['_POSTSERVICE']._serialized_end=2081
+  _globals['_CREATEPOSTREQUEST']._serialized_start=106
+  _globals['_CREATEPOSTREQUEST']._serialized_end=142
+  _globals['_CREATEPOSTRESPONSE']._serialized_start=144
+  _globals['_CREATEPOSTRESPONSE']._serialized_end=192
+  _globals['_GETPOSTREQUEST']._serialized_start=194
+  _globals['_GETPOSTREQUEST']._serialized_end=227
+  _globals['_GETPOSTRESPONSE']._serialized_start=229
+  _globals['_GETPOSTRESPONSE']._serialized_end=274
+  _globals['_DELETEPOSTREQUEST']._serialized_start=276
+  _globals['_DELETEPOSTREQUEST']._serialized_end=312
+  _globals['_DELETEPOSTRESPONSE']._serialized_start=314
+  _globals['_DELETEPOSTRESPONSE']._serialized_end=334
+  _globals['_LISTUSERPOSTSREQUEST']._serialized_start=336
+  _globals['_LISTUSERPOSTSREQUEST']._serialized_end=410
+  _globals['_LISTUSERPOSTSRESPONSE']._serialized_start=412
+  _globals['_LISTUSERPOSTSRESPONSE']._serialized_end=485
+  _globals['_LIKEPOSTREQUEST']._serialized_start=487
+  _globals['_LIKEPOSTREQUEST']._serialized_end=521
+  _globals['_LIKEPOSTRESPONSE']._serialized_start=523
+  _globals['_LIKEPOSTRESPONSE']._serialized_end=561
+  _globals['_UNLIKEPOSTREQUEST']._serialized_start=563
+  _globals['_UNLIKEPOSTREQUEST']._serialized_end=599
+  _globals['_UNLIKEPOSTRESPONSE']._serialized_start=601
+  _globals['_UNLIKEPOSTRESPONSE']._serialized_end=641
+  _globals['_ADDCOMMENTREQUEST']._serialized_start=643
+  _globals['_ADDCOMMENTREQUEST']._serialized_end=696
+  _globals['_ADDCOMMENTRESPONSE']._serialized_start=698
+  _globals['_ADDCOMMENTRESPONSE']._serialized_end=752
+  _globals['_LISTCOMMENTSREQUEST']._serialized_start=754
+  _globals['_LISTCOMMENTSREQUEST']._serialized_end=827
+  _globals['_LISTCOMMENTSRESPONSE']._serialized_start=829
+  _globals['_LISTCOMMENTSRESPONSE']._serialized_end=907
+  _globals['_DELETECOMMENTREQUEST']._serialized_start=909
+  _globals['_DELETECOMMENTREQUEST']._serialized_end=968
+  _globals['_DELETECOMMENTRESPONSE']._serialized_start=970
+  _globals['_DELETECOMMENTRESPONSE']._serialized_end=993
+  _globals['_GETPOSTSREQUEST']._serialized_start=995
+  _globals['_GETPOSTSREQUEST']._serialized_end=1030
+  _globals['_GETPOSTSRESPONSE']._serialized_start=1032
+  _globals['_GETPOSTSRESPONSE']._serialized_end=1079
+  _globals['_POSTSERVICE']._serialized_start=1082
+  _globals['_POSTSERVICE']._serialized_end=2114
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,147 @@
+"""HTTP <-> protobuf transcoding with the proto3 canonical JSON mapping.
+
+Path variables, the body (`*` or one field) and the remaining query parameters are merged into
+one JSON object, then parsed by `json_format`, which names the offending field on any error. Query
+and path values arrive as strings and are converted by the field's type first (bools, numbers,
+repeated fields from repeated keys, nested fields from dotted names).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from serve_apps.gateway.descriptors import descriptor_of
+from serve_apps.gateway.routes import Route
+
+_FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+
+
+class TranscodeError(ValueError):
+    """The request cannot become the method's input message; the message names the field."""
+
+
+def _field(descriptor: Descriptor, name: str) -> FieldDescriptor:
+    field = descriptor.fields_by_name.get(name) or next(
+        (f for f in descriptor.fields if f.json_name == name), None
+    )
+    if field is None:
+        raise TranscodeError(f"unknown field {name!r} for {descriptor.full_name}")
+    return field
+
+
+def _resolve(descriptor: Descriptor, path: str) -> list[FieldDescriptor]:
+    fields: list[FieldDescriptor] = []
+    current: Descriptor | None = descriptor
+    for part in path.split("."):
+        if current is None:
+            raise TranscodeError(f"{path!r}: {fields[-1].name} has no fields")
+        field = _field(current, part)
+        fields.append(field)
+        current = field.message_type
+    return fields
+
+
+def _scalar(field: FieldDescriptor, raw: str, name: str) -> Any:
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise TranscodeError(f"field {name!r}: expected true or false, got {raw!r}")
+        return raw.lower() in ("true", "1")
+    if field.type in _FLOATS:
+        try:
+            return float(raw)
+        except ValueError:
+            raise TranscodeError(f"field {name!r}: expected a number, got {raw!r}") from None
+    if field.message_type is not None and not field.message_type.full_name.startswith(
+        "google.protobuf."
+    ):
+        raise TranscodeError(f"field {name!r} is a message and cannot be set from a string")
+    return raw  # strings, enums, 64/32-bit ints and well-known types parse from JSON strings
+
+
+def _assign(target: dict[str, Any], fields: list[FieldDescriptor], value: Any) -> None:
+    for field in fields[:-1]:
+        target = target.setdefault(field.name, {})
+        if not isinstance(target, dict):
+            raise TranscodeError(f"field {field.name!r} is set twice")
+    target[fields[-1].name] = value
+
+
+def request_message(
+    route: Route,
+    path_values: Mapping[str, str],
+    query: Sequence[tuple[str, str]],
+    body: bytes,
+) -> Message:
+    """Build the method's input message from one HTTP request."""
+    descriptor = descriptor_of(route.method.input_type)
+    document: dict[str, Any] = {}
+    bound: set[str] = set()
+    if route.body:
+        parsed = _json_body(body)
+        if route.body == "*":
+            if not isinstance(parsed, dict):
+                raise TranscodeError("request body must be a JSON object")
+            document = {_field(descriptor, key).name: value for key, value in parsed.items()}
+        else:
+            document[_field(descriptor, route.body).name] = parsed
+            bound.add(_field(descriptor, route.body).name)
+    elif body.strip():
+        raise TranscodeError("this route takes no request body")
+    for path, raw in path_values.items():
+        fields = _resolve(descriptor, path)
+        _assign(document, fields, _scalar(fields[-1], raw, path))
+        bound.add(fields[0].name)
+    if query and route.body == "*":
+        raise TranscodeError("query parameters are not accepted when the body is the message")
+    _apply_query(descriptor, document, bound, query)
+    message = route.method.input_type()
+    try:
+        json_format.ParseDict(document, message, ignore_unknown_fields=False)
+    except json_format.ParseError as exc:
+        raise TranscodeError(str(exc)) from None
+    return message
+
+
+def _apply_query(
+    descriptor: Descriptor,
+    document: dict[str, Any],
+    bound: set[str],
+    query: Sequence[tuple[str, str]],
+) -> None:
+    repeated: dict[str, list[Any]] = {}
+    for key, raw in query:
+        fields = _resolve(descriptor, key)
+        if fields[0].name in bound:
+            raise TranscodeError(f"field {key!r} is already bound by the path or body")
+        leaf = fields[-1]
+        value = _scalar(leaf, raw, key)
+        if leaf.is_repeated:
+            dotted = ".".join(f.name for f in fields)
+            repeated.setdefault(dotted, []).append(value)
+            _assign(document, fields, repeated[dotted])
+        else:
+            _assign(document, fields, value)
+
+
+def _json_body(body: bytes) -> Any:
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TranscodeError(f"request body is not valid JSON: {exc}") from None
+
+
+def response_document(route: Route, message: Message) -> Any:
+    """The reply as canonical JSON (lowerCamelCase, int64 as strings, defaults included)."""
+    document = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    if route.response_body:
+        field = descriptor_of(type(message)).fields_by_name[route.response_body]
+        return document.get(field.json_name)
+    return document

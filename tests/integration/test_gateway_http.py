@@ -1,0 +1,198 @@
+"""The gateway end to end over HTTP: the real Serve deployment in front of the real services."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import requests
+
+from dmb.launcher import LocalSystem
+from dmb.settings import Settings
+
+PASSWORD = "gateway password"
+
+
+@pytest.fixture(scope="module")
+def base(serve_system: LocalSystem) -> str:
+    return str(serve_system.addresses()["http"])
+
+
+def _register_and_login(base: str) -> dict[str, Any]:
+    name = f"g_{uuid.uuid4().hex[:12]}"
+    created = requests.post(
+        f"{base}/v1/users",
+        json={"username": name, "email": f"{name}@example.com", "password": PASSWORD},
+        timeout=30,
+    )
+    assert created.status_code == 200, created.text
+    login = requests.post(
+        f"{base}/v1/auth/login", json={"username": name, "password": PASSWORD}, timeout=30
+    )
+    assert login.status_code == 200, login.text
+    body: dict[str, Any] = login.json()
+    body["headers"] = {"Authorization": f"Bearer {body['accessToken']}"}
+    return body
+
+
+def test_full_flow_register_login_post_like_comment(base: str) -> None:
+    alice = _register_and_login(base)
+    bob = _register_and_login(base)
+    post = requests.post(
+        f"{base}/v1/posts",
+        json={"content": "  hi from http  "},
+        headers=alice["headers"],
+        timeout=30,
+    )
+    assert post.status_code == 200, post.text
+    created = post.json()["post"]
+    assert created["content"] == "hi from http"
+    assert created["authorId"] == alice["userId"]  # int64 as a JSON string
+    assert isinstance(created["id"], str)
+    assert created["likeCount"] == "0"  # defaults are printed
+    like = requests.post(
+        f"{base}/v1/posts/{created['id']}/likes", headers=bob["headers"], timeout=30
+    )
+    assert like.json() == {"likeCount": "1"}
+    comment = requests.post(
+        f"{base}/v1/posts/{created['id']}/comments",
+        json={"content": "nice"},
+        headers=bob["headers"],
+        timeout=30,
+    )
+    assert comment.status_code == 200, comment.text
+    got = requests.get(f"{base}/v1/posts/{created['id']}", headers=bob["headers"], timeout=30)
+    assert got.json()["post"]["commentCount"] == "1"
+    follow = requests.post(
+        f"{base}/v1/users/{alice['userId']}/follow", headers=bob["headers"], timeout=30
+    )
+    assert follow.status_code == 200
+    stats = requests.get(
+        f"{base}/v1/users/{alice['userId']}/stats", headers=bob["headers"], timeout=30
+    )
+    assert stats.json() == {"followerCount": "1", "followingCount": "0", "isCelebrity": False}
+    listed = requests.get(
+        f"{base}/v1/users/{alice['userId']}/posts",
+        params={"pageSize": "1"},
+        headers=bob["headers"],
+        timeout=30,
+    )
+    assert [p["id"] for p in listed.json()["posts"]] == [created["id"]]
+    denied = requests.delete(f"{base}/v1/posts/{created['id']}", headers=bob["headers"], timeout=30)
+    assert denied.status_code == 403
+    assert denied.json()["code"] == 7
+
+
+def test_errors_follow_the_contract(base: str) -> None:
+    me = _register_and_login(base)
+    assert requests.get(f"{base}/v1/nothing", timeout=30).status_code == 404
+    wrong_verb = requests.put(f"{base}/v1/posts", headers=me["headers"], timeout=30)
+    assert wrong_verb.status_code == 405
+    assert "POST" in wrong_verb.headers["Allow"]
+    malformed = requests.post(
+        f"{base}/v1/posts", data=b"{not json", headers=me["headers"], timeout=30
+    )
+    assert malformed.status_code == 400
+    unknown = requests.post(
+        f"{base}/v1/posts",
+        json={"content": "x", "colour": "red"},
+        headers=me["headers"],
+        timeout=30,
+    )
+    assert unknown.status_code == 400
+    assert "colour" in unknown.json()["message"]
+    wrong_type = requests.get(
+        f"{base}/v1/users/{me['userId']}/posts",
+        params={"pageSize": "many"},
+        headers=me["headers"],
+        timeout=30,
+    )
+    assert wrong_type.status_code == 400
+    assert "page_size" in wrong_type.json()["message"]
+    huge = requests.post(
+        f"{base}/v1/posts",
+        json={"content": "x" * 2_000_000},
+        headers=me["headers"],
+        timeout=30,
+    )
+    assert huge.status_code == 413
+    empty = requests.post(
+        f"{base}/v1/posts", json={"content": ""}, headers=me["headers"], timeout=30
+    )
+    assert empty.status_code == 400
+    assert empty.json() == {"code": 3, "message": "content must not be empty", "details": []}
+    missing = requests.get(f"{base}/v1/posts/1", headers=me["headers"], timeout=30)
+    assert missing.status_code == 404
+    duplicate = requests.post(
+        f"{base}/v1/users",
+        json={"username": "dup_" + me["userId"], "email": "x@example.com", "password": "12345678"},
+        timeout=30,
+    )
+    assert duplicate.status_code in (200, 409)
+    again = requests.post(
+        f"{base}/v1/users",
+        json={"username": "dup_" + me["userId"], "email": "y@example.com", "password": "12345678"},
+        timeout=30,
+    )
+    assert again.status_code == 409
+
+
+def test_auth_is_required_and_logout_revokes(base: str) -> None:
+    no_token = requests.get(f"{base}/v1/feed", timeout=30)
+    assert no_token.status_code == 401
+    assert no_token.headers["WWW-Authenticate"].startswith("Bearer")
+    forged = requests.get(
+        f"{base}/v1/posts/1", headers={"Authorization": "Bearer a.b.c"}, timeout=30
+    )
+    assert forged.status_code == 401
+    me = _register_and_login(base)
+    out = requests.post(
+        f"{base}/v1/auth/logout",
+        json={"refreshToken": me["refreshToken"]},
+        headers=me["headers"],
+        timeout=30,
+    )
+    assert out.status_code == 200, out.text
+    after = requests.get(f"{base}/v1/users/{me['userId']}", headers=me["headers"], timeout=30)
+    assert after.status_code == 401
+    assert "revoked" in after.json()["message"]
+    refreshed = requests.post(
+        f"{base}/v1/auth/refresh", json={"refreshToken": me["refreshToken"]}, timeout=30
+    )
+    assert refreshed.status_code == 401
+
+
+def test_rate_limit_headers_and_healthz_and_openapi(base: str, settings: Settings) -> None:
+    me = _register_and_login(base)
+    response = requests.get(f"{base}/v1/users/{me['userId']}", headers=me["headers"], timeout=30)
+    assert int(response.headers["RateLimit-Limit"]) == settings.rate_limit_user_capacity
+    assert int(response.headers["RateLimit-Remaining"]) < settings.rate_limit_user_capacity
+    assert "RateLimit-Reset" in response.headers
+    assert response.headers["X-Request-Id"]
+    health = requests.get(f"{base}/healthz", timeout=30)
+    assert health.status_code == 200, health.text
+    assert set(health.json()["dependencies"]) == {"redis", "postgres", "kafka"}
+    document = requests.get(f"{base}/openapi.json", timeout=30).json()
+    assert document["openapi"].startswith("3.")
+    assert "post" in document["paths"]["/v1/posts"]
+    assert "/v1/posts/{post_id}/comments/{comment_id}" in document["paths"]
+    assert "security" not in document["paths"]["/v1/auth/login"]["post"]
+    assert document["paths"]["/v1/feed"]["get"]["security"] == [{"bearerAuth": []}]
+
+
+def test_user_bucket_rejects_with_429_and_retry_after(base: str, settings: Settings) -> None:
+    me = _register_and_login(base)
+    statuses = []
+    for _ in range(settings.rate_limit_user_capacity + 20):
+        response = requests.get(
+            f"{base}/v1/users/{me['userId']}/stats", headers=me["headers"], timeout=30
+        )
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            assert int(response.headers["Retry-After"]) >= 1
+            assert response.headers["RateLimit-Remaining"] == "0"
+            assert response.json()["code"] == 8
+            break
+    assert statuses[-1] == 429
+    assert all(code == 200 for code in statuses[:-1])
