@@ -1,0 +1,84 @@
+"""The fan-out pool: FanoutWorker Ray actors, each writing one batch of followers' feeds per call
+in a single pipelined Redis round trip.
+
+Workers are restarted by Ray when they die and their in-flight call is retried
+(max_restarts/max_task_retries = -1); writes are idempotent, so a retry is harmless. The pool
+can grow or shrink while running: removed workers leave the rotation, finish what they were
+given, and exit when their last handle is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import ray
+from ray.util.metrics import Counter, Gauge
+
+from dmb.domain.feed import FeedWriter
+from dmb.domain.feed_events import ADD
+from dmb.settings import load_settings
+from dmb.stores.redis import create_redis
+
+
+class FanoutWorker:
+    def __init__(self) -> None:
+        settings = load_settings()
+        self._writer = FeedWriter(create_redis(settings), settings.feed_max_length)
+        self._batches = Counter("dmb_fanout_batches_total", description="Feed batches written")
+
+    async def write(self, op: str, post_id: int, follower_ids: list[int]) -> int:
+        if op == ADD:
+            await self._writer.add_to_feeds(post_id, follower_ids)
+        else:
+            await self._writer.remove_from_feeds([post_id], follower_ids)
+        self._batches.inc()
+        return len(follower_ids)
+
+
+class FanoutPool:
+    """Round-robin dispatch of batches to workers; `resize` changes the pool while it runs."""
+
+    def __init__(self, size: int, worker_cpus: float = 0.0) -> None:
+        self._cpus = worker_cpus
+        self._workers: list[Any] = []
+        self._cycle: itertools.cycle[Any] | None = None
+        self._in_flight = 0
+        self._depth = Gauge("dmb_fanout_queue_depth", description="Batches submitted, not done")
+        self.resize(size)
+
+    @property
+    def size(self) -> int:
+        return len(self._workers)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def resize(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("the fan-out pool needs at least one worker")
+        worker_class: Any = ray.remote(FanoutWorker)
+        while len(self._workers) < size:
+            self._workers.append(
+                worker_class.options(
+                    num_cpus=self._cpus, max_restarts=-1, max_task_retries=-1
+                ).remote()
+            )
+        del self._workers[size:]  # dropped handles: they finish queued calls, then exit
+        self._cycle = itertools.cycle(list(self._workers))
+
+    async def run(self, op: str, post_id: int, batches: list[list[int]]) -> None:
+        """Write every batch (one worker call each) and return when all are done."""
+        if not batches:
+            return
+        assert self._cycle is not None
+        refs = [next(self._cycle).write.remote(op, post_id, batch) for batch in batches]
+        self._in_flight += len(refs)
+        self._depth.set(self._in_flight)
+        try:
+            await asyncio.gather(*refs)
+        finally:
+            self._in_flight -= len(refs)
+            self._depth.set(self._in_flight)
