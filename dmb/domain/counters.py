@@ -55,15 +55,23 @@ class Counts:
 
 
 class Counters:
-    def __init__(self, db: Database, redis: aioredis.Redis) -> None:
+    def __init__(
+        self,
+        db: Database,
+        redis: aioredis.Redis,
+        dirty_key: str = DIRTY,
+        flushing_key: str = FLUSHING,
+    ) -> None:
         self._db = db
         self._redis = redis
+        self._dirty = dirty_key
+        self._flushing = flushing_key
         self._increment = redis.register_script(_INCREMENT_IF_PRESENT)
         self._take_dirty = redis.register_script(_TAKE_DIRTY)
 
     async def changed(self, post_id: int, field: str, delta: int) -> int:
         """Record a committed change of `delta` likes/comments; return the new count."""
-        await self._redis.sadd(DIRTY, str(post_id))  # first: the flusher must see it
+        await self._redis.sadd(self._dirty, str(post_id))  # first: the flusher must see it
         value = await self._increment(keys=[counts_key(post_id)], args=[field, delta])
         if value is not None:
             return int(value)
@@ -99,7 +107,7 @@ class Counters:
         Dirty ids move to a `flushing` set first and leave it only after the UPDATE committed,
         so a flusher that dies mid-way loses nothing: the next run picks the set up again.
         """
-        members = await self._take_dirty(keys=[DIRTY, FLUSHING])
+        members = await self._take_dirty(keys=[self._dirty, self._flushing])
         post_ids = sorted(int(m) for m in members)
         written = 0
         for start in range(0, len(post_ids), batch_size):
@@ -113,7 +121,7 @@ class Counters:
                 )
                 rows = await cursor.fetchall()
             await self._store([(int(r[0]), Counts(int(r[1]), int(r[2]))) for r in rows])
-            await self._redis.srem(FLUSHING, *[str(i) for i in chunk])
+            await self._redis.srem(self._flushing, *[str(i) for i in chunk])
             written += len(rows)
         return written
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 import redis
 from ray import serve
 
-from dmb.domain.counters import DIRTY, FLUSHING, Counters, counts_key
+from dmb.domain.counters import Counters, counts_key
 from dmb.domain.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from dmb.launcher import LocalSystem
 from dmb.settings import Settings
@@ -196,6 +197,10 @@ def test_a_flush_that_fails_keeps_its_work(settings: Settings, database_url: str
         post_id = int(row[0])
         conn.execute("INSERT INTO likes (post_id, user_id) VALUES (%s, %s)", (post_id, author))
 
+    # Keys of this test's own, so the cluster's live flusher does not take the work first.
+    tag = uuid.uuid4().hex
+    dirty, flushing = f"dmb:{{t{tag}}}:dirty", f"dmb:{{t{tag}}}:flushing"
+
     async def scenario() -> tuple[bool, tuple[int, int] | None]:
         client = create_redis(settings)
         broken = Database(
@@ -204,15 +209,15 @@ def test_a_flush_that_fails_keeps_its_work(settings: Settings, database_url: str
             )
         )
         await broken.open()
-        await client.sadd(DIRTY, str(post_id))
+        await client.sadd(dirty, str(post_id))
         with pytest.raises(Unavailable):
-            await Counters(broken, client).flush()
+            await Counters(broken, client, dirty, flushing).flush()
         await broken.close()
-        kept = bool(await client.sismember(FLUSHING, str(post_id)))
+        kept = bool(await client.sismember(flushing, str(post_id)))
         healthy = Database(settings, client)
         await healthy.open()
         try:
-            await Counters(healthy, client).flush()
+            await Counters(healthy, client, dirty, flushing).flush()
         finally:
             await healthy.close()
             await client.aclose()
