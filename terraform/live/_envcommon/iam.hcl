@@ -1,0 +1,18 @@
+terraform {
+  source = "${get_repo_root()}/terraform/modules/iam"
+}
+
+dependency "eks" {
+  config_path  = "../eks"
+  mock_outputs = { oidc_provider_arn = "arn:aws:iam::000000000000:oidc-provider/mock" }
+}
+
+dependency "msk" {
+  config_path  = "../msk"
+  mock_outputs = { cluster_arn = "arn:aws:kafka:eu-west-1:000000000000:cluster/mock/0" }
+}
+
+inputs = {
+  oidc_provider_arn = dependency.eks.outputs.oidc_provider_arn
+  msk_cluster_arn   = dependency.msk.outputs.cluster_arn
+}

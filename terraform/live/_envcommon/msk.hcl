@@ -1,0 +1,26 @@
+locals {
+  env = read_terragrunt_config(find_in_parent_folders("env.hcl")).locals
+}
+
+terraform {
+  source = "${get_repo_root()}/terraform/modules/msk"
+}
+
+dependency "vpc" {
+  config_path  = "../vpc"
+  mock_outputs = { vpc_id = "vpc-00000000", infra_subnet_ids = ["subnet-d", "subnet-e", "subnet-f"] }
+}
+
+dependency "eks" {
+  config_path  = "../eks"
+  mock_outputs = { node_security_group_id = "sg-00000000" }
+}
+
+inputs = {
+  brokers                  = local.env.kafka_brokers
+  instance_type            = local.env.kafka_instance_type
+  volume_gb                = local.env.kafka_volume_gb
+  vpc_id                   = dependency.vpc.outputs.vpc_id
+  subnet_ids               = dependency.vpc.outputs.infra_subnet_ids
+  client_security_group_id = dependency.eks.outputs.node_security_group_id
+}
