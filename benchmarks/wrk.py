@@ -46,12 +46,26 @@ def parse(url: str, connections: int, seconds: int, output: str) -> WrkResult:
     )
 
 
-def run(url: str, connections: int = 32, seconds: int = 5, threads: int = 2) -> WrkResult:
+def run(
+    url: str,
+    connections: int = 32,
+    seconds: int = 5,
+    threads: int = 2,
+    headers: dict[str, str] | None = None,
+) -> WrkResult:
     binary = shutil.which("wrk")
     if binary is None:
         raise RuntimeError("wrk not found: apt-get install wrk")
     completed = subprocess.run(
-        [binary, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        [
+            binary,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            *[arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")],
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,

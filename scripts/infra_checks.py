@@ -192,7 +192,9 @@ def pod_templates(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
             metadata = template.get("metadata", {})
             metadata["name"] = f"{obj['metadata']['name']}-{name}"
             metadata["namespace"] = obj["metadata"].get("namespace", "default")
-            pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]})
+            pods.append(
+                {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
+            )
     return pods
 
 

@@ -20,11 +20,16 @@ from serve_apps.rpc import RpcBoundary
 
 
 class PostServiceDeployment:
-    def __init__(self) -> None:
+    def __init__(self, start_flusher: bool = True) -> None:
         self._res = Resources()
         self._posts = Posts(self._res.db, self._res.redis)
         self._rpc = RpcBoundary(self._res.verifier)
-        self._flusher = counter_flusher.ensure_running()
+        # Outside Ray (the monolith baseline) the caller runs Counters.flush itself.
+        self._flusher = counter_flusher.ensure_running() if start_flusher else None
+
+    @property
+    def posts(self) -> Posts:
+        return self._posts
 
     async def CreatePost(
         self, request: pb.CreatePostRequest, grpc_context: Any = None, caller: Caller | None = None

@@ -1,0 +1,93 @@
+"""The monolith baseline: the same gateway core and domain code in one plain ASGI process.
+
+No Ray: GatewayCore dispatches straight to the service classes (the very classes the Serve
+deployments wrap), and the counter flusher runs as a task in the same event loop. This is what
+a user would pick for a single small box; benchmarks/e2e.py measures it against the Ray system
+on the same stores.
+
+    python benchmarks/monolith.py --port 8100   (settings from the DMB_* environment)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import uvicorn  # noqa: E402
+from google.protobuf.message import Message  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import Response  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+
+from dmb.domain.identity import Caller  # noqa: E402
+from dmb.settings import load_settings  # noqa: E402
+from serve_apps.feed import FeedServiceDeployment  # noqa: E402
+from serve_apps.follows import FollowServiceDeployment  # noqa: E402
+from serve_apps.gateway.core import GatewayCore  # noqa: E402
+from serve_apps.gateway.descriptors import MethodSpec  # noqa: E402
+from serve_apps.posts import PostServiceDeployment  # noqa: E402
+from serve_apps.users import UserServiceDeployment  # noqa: E402
+
+
+class LocalDispatcher:
+    """Calls the service object in this process: the handle hop, minus Ray."""
+
+    def __init__(self, services: dict[str, Any]) -> None:
+        self._services = services
+
+    async def call(self, method: MethodSpec, request: Message, caller: Caller | None) -> Message:
+        reply: Message = await getattr(self._services[method.app], method.name)(
+            request, caller=caller
+        )
+        return reply
+
+
+def build_app() -> Starlette:
+    settings = load_settings()
+    posts = PostServiceDeployment(start_flusher=False)
+    services = {
+        "users": UserServiceDeployment(),
+        "follows": FollowServiceDeployment(),
+        "posts": posts,
+        "feed": FeedServiceDeployment(),
+    }
+    core = GatewayCore(settings, LocalDispatcher(services))
+
+    async def endpoint(request: Request) -> Response:
+        return await core.handle(request)
+
+    async def flush_forever() -> None:
+        while True:
+            await asyncio.sleep(settings.counter_flush_seconds)
+            with contextlib.suppress(Exception):
+                await posts.posts.counters.flush()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(flush_forever())
+        yield
+        task.cancel()
+
+    verbs = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    return Starlette(routes=[Route("/{path:path}", endpoint, methods=verbs)], lifespan=lifespan)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8100)
+    args = parser.parse_args()
+    uvicorn.run(build_app(), host="127.0.0.1", port=args.port, log_level="warning", loop="uvloop")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
