@@ -36,7 +36,12 @@ class CdcRelay:
         self._published = 0
         self._lag = Gauge("dmb_cdc_lag_seconds", description="Now minus last relayed commit")
         self._events = Counter("dmb_cdc_events_total", description="Change events published")
+        self._slot_ready = threading.Event()
         self._loop = BackgroundLoop(NAME, self._run)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """True once the replication slot exists: from then on no committed change is missed."""
+        return self._slot_ready.wait(timeout)
 
     async def _run(self, stop: threading.Event) -> None:
         await asyncio.to_thread(self._relay_forever, stop)
@@ -49,6 +54,7 @@ class CdcRelay:
             self._settings.database_url.get_secret_value(), autocommit=True
         ) as conn:
             cdc.ensure_slot(conn, self._slot)
+            self._slot_ready.set()
             while not stop.is_set():
                 try:
                     moved = self._relay_once(conn, producer)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from typing import Any
 
 import ray
@@ -36,6 +37,10 @@ class FanoutWorker:
         self._batches.inc()
         return len(follower_ids)
 
+    def pid(self) -> int:
+        """The worker's process id (operators and tests use it to find a worker's process)."""
+        return os.getpid()
+
 
 class FanoutPool:
     """Round-robin dispatch of batches to workers; `resize` changes the pool while it runs."""
@@ -55,6 +60,10 @@ class FanoutPool:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    def worker_pids(self) -> list[int]:
+        pids: list[int] = ray.get([worker.pid.remote() for worker in self._workers])
+        return pids
 
     def resize(self, size: int) -> None:
         if size < 1:

@@ -43,6 +43,9 @@ class FeedConsumer:
         self.pool.resize(workers)
         return self.pool.size
 
+    def worker_pids(self) -> list[int]:
+        return self.pool.worker_pids()
+
     def stats(self) -> dict[str, int]:
         return {
             "handled": self._handled,

@@ -235,6 +235,7 @@ def main() -> int:
         "LOAD_USER_PREFIX": PREFIX,
         "LOAD_USER_COUNT": str(args.users),
         "LOAD_PASSWORD": PASSWORD,
+        "LOAD_THINK_SECONDS": "0",  # closed loop, like the ceiling's users: equal concurrency
     }
     try:
         with LocalSystem(

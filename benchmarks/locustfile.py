@@ -6,7 +6,8 @@ Requests are named by route so locust's report groups them. A 429 from the rate 
 expected behaviour under load: it is counted (as `rate_limited`) but not as a failure.
 
 Environment: LOAD_USER_PREFIX (default "seed"), LOAD_USER_COUNT (1000), LOAD_PASSWORD
-(default: the seed's default password).
+(default: the seed's default password), LOAD_THINK_SECONDS (pause between a user's requests,
+uniform in [0, value]; default 0.05; benchmarks/e2e.py sets 0 to match the ceiling's users).
 
     locust -f benchmarks/locustfile.py --host http://127.0.0.1:8000 --headless -u 50 -r 10 -t 60s
 """
@@ -40,7 +41,7 @@ def _report_rate_limited(environment: Any, **_: Any) -> None:
 class SocialUser(FastHttpUser):
     """One person using the app: login once, then the DeathStarBench-like mix."""
 
-    wait_time = between(0.0, 0.05)
+    wait_time = between(0.0, float(os.environ.get("LOAD_THINK_SECONDS", "0.05")))
 
     def on_start(self) -> None:
         self.username = f"{USER_PREFIX}{random.randrange(USER_COUNT)}"

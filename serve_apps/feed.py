@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ray
 from ray import serve
 from ray.serve import Application
 
@@ -20,6 +21,8 @@ from dmb.domain.posts import Posts
 from dmb.v1 import feed_pb2 as pb
 from serve_apps.resources import Resources
 from serve_apps.rpc import RpcBoundary
+
+SLOT_READY_SECONDS = 120
 
 
 class FeedServiceDeployment:
@@ -45,6 +48,10 @@ class FeedServiceDeployment:
 class FanoutSupervisor:
     def __init__(self) -> None:
         self._relay = cdc_relay.ensure_running()
+        # The feed app reports ready only once the slot exists: a change committed before it
+        # would never reach Kafka (the slot only holds what happens after its creation).
+        if not ray.get(self._relay.wait_ready.remote(SLOT_READY_SECONDS)):
+            raise RuntimeError("the CDC relay did not create its replication slot in time")
         self._consumer: Any = None
 
     def reconfigure(self, config: dict[str, Any]) -> None:

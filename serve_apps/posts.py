@@ -133,7 +133,8 @@ class PostServiceDeployment:
     ) -> pb.GetPostsResponse:
         async def handle(who: Caller) -> pb.GetPostsResponse:
             await self._res.ready()
-            return pb.GetPostsResponse(posts=await self._posts.get_many(request.post_ids))
+            posts = await self._posts.get_many(request.post_ids, for_user=who.user_id)
+            return pb.GetPostsResponse(posts=posts)
 
         return await self._rpc.run(grpc_context, caller, handle)
 

@@ -109,7 +109,7 @@ class UserAccounts:
     async def login(self, username: str, password: str) -> Session:
         if not username or not password or len(password) > MAX_PASSWORD:
             raise Unauthenticated(BAD_LOGIN)
-        async with self._db.reading() as conn:
+        async with self._db.reading(fresh=True) as conn:  # may follow registration at once
             cursor = await conn.execute(
                 "SELECT id, password_hash FROM users WHERE username = %s", (username,)
             )

@@ -73,9 +73,15 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def reading(self, for_user: int | None = None) -> AsyncIterator[AsyncConn]:
-        """A connection for reads: the replica unless it lags behind `for_user`'s last write."""
-        pool = await self._read_pool(for_user)
+    async def reading(
+        self, for_user: int | None = None, fresh: bool = False
+    ) -> AsyncIterator[AsyncConn]:
+        """A connection for reads: the replica unless it lags behind `for_user`'s last write.
+
+        `fresh` reads the primary: for rare reads that must see every commit (login right
+        after registering, before the caller has an identity to track).
+        """
+        pool = self.primary if fresh else await self._read_pool(for_user)
         async with self._connection(pool) as conn:
             yield conn
 

@@ -3,6 +3,8 @@ and GetHomeFeed merging celebrities, paging and rebuilding from Postgres."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -130,7 +132,13 @@ def test_paging_merges_without_repeats_and_rebuilds_a_lost_feed(
     for i in range(5):
         made.append(_post(handles, normal, f"n{i}"))
         made.append(_post(handles, star, f"s{i}"))
-    _eventually(lambda: all(_in_feed(r, reader, p) for p in made[::2]), "fan-out of normal posts")
+    _eventually(
+        lambda: (
+            all(_in_feed(r, reader, p) for p in made[::2])
+            and all(r.zscore(f"posts:{star}", str(p)) is not None for p in made[1::2])
+        ),
+        "fan-out of normal posts and the celebrity's recent set",
+    )
 
     def walk() -> list[int]:
         seen, cursor = [], ""
@@ -189,4 +197,8 @@ def test_killed_relay_and_worker_lose_nothing(
     assert ray.get(consumer.resize.remote(2)) == 2  # resize while work flows
     posts.append(_post(handles, author, "after resize"))
     _eventually(lambda: all(_in_feed(r, fan, p) for p in posts), "every post delivered")
+    for pid in ray.get(consumer.worker_pids.remote()):
+        os.kill(pid, signal.SIGKILL)  # Ray restarts the workers and retries their batches
+    survivor = _post(handles, author, "after the workers died")
+    _eventually(lambda: _in_feed(r, fan, survivor), "delivery after worker death")
     assert ray.get(consumer.resize.remote(4)) == 4

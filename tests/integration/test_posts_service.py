@@ -144,12 +144,12 @@ def test_comments_page_and_delete_permissions(posts: Any, database_url: str) -> 
         .comment
         for i in range(3)
     ]
-    first = posts.ListComments.remote(
-        pb.ListCommentsRequest(post_id=post.id, page_size=2), caller=as_caller(stranger)
+    first = posts.ListComments.remote(  # as the writer: the replica has caught up for them
+        pb.ListCommentsRequest(post_id=post.id, page_size=2), caller=as_caller(commenter)
     ).result()
     rest = posts.ListComments.remote(
         pb.ListCommentsRequest(post_id=post.id, page_size=2, cursor=first.next_cursor),
-        caller=as_caller(stranger),
+        caller=as_caller(commenter),
     ).result()
     assert [c.id for c in [*first.comments, *rest.comments]] == [c.id for c in comments]
     assert rest.next_cursor == ""
