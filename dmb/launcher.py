@@ -128,7 +128,11 @@ class LocalSystem:
             "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(base / "metrics.sock"),
         }
 
-    def _deploy(self) -> None:
+    def redeploy(self, deployments: dict[str, list[dict[str, Any]]]) -> None:
+        """Apply an edited Serve config (deployment overrides per app), as an operator would."""
+        self._deploy(deployments)
+
+    def _deploy(self, deployments: dict[str, list[dict[str, Any]]] | None = None) -> None:
         from ray.serve._private.api import serve_start
         from ray.serve.schema import ServeDeploySchema
 
@@ -137,7 +141,11 @@ class LocalSystem:
         self.not_built = tuple(app for app in self.applications if app not in built)
         config = ServeDeploySchema.model_validate(
             local_serve_config(
-                self.resolved.http_host, self.resolved.http_port, self.resolved.grpc_port, built
+                self.resolved.http_host,
+                self.resolved.http_port,
+                self.resolved.grpc_port,
+                built,
+                deployments,
             )
         )
         # The declarative path KubeRay uses (serveConfigV2), so local and cluster share one format.

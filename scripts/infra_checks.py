@@ -17,6 +17,7 @@ import argparse
 import copy
 import importlib
 import json
+import os
 import subprocess
 import sys
 from functools import cache
@@ -27,7 +28,8 @@ import jsonschema
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMAS = ROOT.parent / "shared" / "schemas"
+# The shared folder sits beside the checkout (as in CI); SHARED_SCHEMAS_DIR overrides it.
+SCHEMAS = Path(os.environ.get("SHARED_SCHEMAS_DIR", ROOT.parent / "shared" / "schemas"))
 RENDERED = ("cluster/overlays/dev", "cluster/overlays/prod", "cluster/argocd")
 CATALOG = {
     ("argoproj.io", "Application"): "argoproj.io/application_v1alpha1.json",
@@ -215,6 +217,9 @@ def main() -> int:
     if args.write_for_scanning:
         write_for_scanning(args.write_for_scanning)
         return 0
+    if not (SCHEMAS / "kuberay-v1.7").is_dir():
+        print(f"FAIL schemas not found at {SCHEMAS} (set SHARED_SCHEMAS_DIR)", file=sys.stderr)
+        return 1
     failures = 0
     for path in RENDERED:
         for obj in render(path):

@@ -52,9 +52,18 @@ APPLICATIONS = (
 
 
 def local_serve_config(
-    http_host: str, http_port: int, grpc_port: int, apps: tuple[AppSpec, ...] = APPLICATIONS
+    http_host: str,
+    http_port: int,
+    grpc_port: int,
+    apps: tuple[AppSpec, ...] = APPLICATIONS,
+    deployments: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    """A ServeDeploySchema document for one machine (fractional CPUs, one replica each)."""
+    """A ServeDeploySchema document for one machine (fractional CPUs, one replica each).
+
+    `deployments` maps an app name to deployment overrides, as an operator would edit them in
+    the Serve config (e.g. the FanoutSupervisor's `user_config`).
+    """
+    overrides = deployments or {}
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": http_host, "port": http_port},
@@ -68,6 +77,7 @@ def local_serve_config(
                 "import_path": app.import_path,
                 "route_prefix": app.route_prefix,
                 "args": {"local": True, "num_cpus": LOCAL_REPLICA_CPUS},
+                **({"deployments": overrides[app.name]} if app.name in overrides else {}),
             }
             for app in apps
         ],

@@ -202,3 +202,17 @@ def test_killed_relay_and_worker_lose_nothing(
     survivor = _post(handles, author, "after the workers died")
     _eventually(lambda: _in_feed(r, fan, survivor), "delivery after worker death")
     assert ray.get(consumer.resize.remote(4)) == 4
+
+
+def test_operator_resizes_the_pool_by_editing_the_serve_config(
+    serve_system: LocalSystem, handles: dict[str, Any], r: redis.Redis, database_url: str
+) -> None:
+    consumer = ray.get_actor(feed_consumer.NAME, namespace=feed_consumer.NAMESPACE)
+    serve_system.redeploy(
+        {"feed": [{"name": "FanoutSupervisor", "user_config": {"fanout_workers": 3}}]}
+    )
+    _eventually(lambda: ray.get(consumer.stats.remote())["workers"] == 3, "pool resized")
+    author, fan = make_users(database_url, 2)
+    _follow(handles, fan, author)
+    post = _post(handles, author, "after the operator resized the pool")
+    _eventually(lambda: _in_feed(r, fan, post), "delivery with the resized pool")
