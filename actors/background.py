@@ -12,6 +12,10 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import ray
+
+NAMESPACE = "dmb"
+
 
 class BackgroundLoop:
     def __init__(self, name: str, body: Callable[[threading.Event], Coroutine[Any, Any, None]]):
@@ -31,3 +35,20 @@ class BackgroundLoop:
     def stop(self, timeout: float = 10) -> None:
         self.stop_requested.set()
         self._thread.join(timeout)
+
+
+def ensure_singleton(actor: type, name: str, *args: Any) -> Any:
+    """The cluster's one named, detached instance of `actor`, created on first call.
+
+    Idempotent across callers (every Serve replica may call it); Ray restarts the actor when it
+    dies, forever, and its constructor resumes its loop. It reserves no CPU: it mostly waits.
+    """
+    actor_class: Any = ray.remote(actor)
+    return actor_class.options(
+        name=name,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=-1,
+        num_cpus=0,
+    ).remote(*args)

@@ -15,16 +15,14 @@ import time
 from typing import Any
 
 import psycopg
-import ray
 from ray.util.metrics import Counter, Gauge
 
-from actors.background import BackgroundLoop
+from actors.background import BackgroundLoop, ensure_singleton
 from dmb.settings import load_settings
 from dmb.stores import cdc
 from dmb.stores.kafka import create_producer, encode
 
 NAME = "cdc-relay"
-NAMESPACE = "dmb"
 log = logging.getLogger("dmb.cdc_relay")
 
 
@@ -90,12 +88,4 @@ class CdcRelay:
 
 
 def ensure_running() -> Any:
-    relay_class: Any = ray.remote(CdcRelay)
-    return relay_class.options(
-        name=NAME,
-        namespace=NAMESPACE,
-        lifetime="detached",
-        get_if_exists=True,
-        max_restarts=-1,
-        num_cpus=0,
-    ).remote()
+    return ensure_singleton(CdcRelay, NAME)

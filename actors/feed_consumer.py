@@ -12,9 +12,7 @@ import logging
 import threading
 from typing import Any
 
-import ray
-
-from actors.background import BackgroundLoop
+from actors.background import BackgroundLoop, ensure_singleton
 from actors.fanout_pool import FanoutPool
 from dmb.domain.feed import FeedWriter, HomeFeed
 from dmb.domain.feed_events import FeedEventHandler
@@ -25,7 +23,6 @@ from dmb.stores.postgres import Database
 from dmb.stores.redis import create_redis
 
 NAME = "feed-consumer"
-NAMESPACE = "dmb"
 TOPICS = ["dmb.public.posts", "dmb.public.follows"]
 log = logging.getLogger("dmb.feed_consumer")
 
@@ -95,12 +92,4 @@ class FeedConsumer:
 
 
 def ensure_running(workers: int) -> Any:
-    consumer_class: Any = ray.remote(FeedConsumer)
-    return consumer_class.options(
-        name=NAME,
-        namespace=NAMESPACE,
-        lifetime="detached",
-        get_if_exists=True,
-        max_restarts=-1,
-        num_cpus=0,
-    ).remote(workers)
+    return ensure_singleton(FeedConsumer, NAME, workers)

@@ -34,7 +34,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 
 from benchmarks import wrk  # noqa: E402
-from benchmarks.ingress import CEILING_APPS  # noqa: E402
+from benchmarks.ingress import CEILING_APPS, wait_ok  # noqa: E402
 from dmb.launcher import LocalSystem  # noqa: E402
 from dmb.localstack.process import free_port  # noqa: E402
 from dmb.seed import SeedPlan, run_seed  # noqa: E402
@@ -55,19 +54,6 @@ from serve_apps.topology import APPLICATIONS  # noqa: E402
 LOCUST = str(Path(sys.executable).with_name("locust"))
 PASSWORD = "bench-pass-123"  # noqa: S105 - the seeded load-test accounts' password
 PREFIX = "bench"
-
-
-def wait_ok(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout}s")
 
 
 def run_locust(

@@ -16,6 +16,7 @@ import redis
 from ray import serve
 
 from actors import cdc_relay, feed_consumer
+from actors.background import NAMESPACE
 from dmb.launcher import LocalSystem
 from dmb.settings import Settings
 from dmb.stores.kafka import create_consumer, decode
@@ -190,10 +191,10 @@ def test_killed_relay_and_worker_lose_nothing(
 ) -> None:
     author, fan = make_users(database_url, 2)
     _follow(handles, fan, author)
-    relay = ray.get_actor(cdc_relay.NAME, namespace=cdc_relay.NAMESPACE)
+    relay = ray.get_actor(cdc_relay.NAME, namespace=NAMESPACE)
     ray.kill(relay, no_restart=False)  # Ray restarts it; the slot was not advanced past unsent work
     posts = [_post(handles, author, f"while restarting {i}") for i in range(3)]
-    consumer = ray.get_actor(feed_consumer.NAME, namespace=feed_consumer.NAMESPACE)
+    consumer = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
     assert ray.get(consumer.resize.remote(2)) == 2  # resize while work flows
     posts.append(_post(handles, author, "after resize"))
     _eventually(lambda: all(_in_feed(r, fan, p) for p in posts), "every post delivered")
@@ -207,7 +208,7 @@ def test_killed_relay_and_worker_lose_nothing(
 def test_operator_resizes_the_pool_by_editing_the_serve_config(
     serve_system: LocalSystem, handles: dict[str, Any], r: redis.Redis, database_url: str
 ) -> None:
-    consumer = ray.get_actor(feed_consumer.NAME, namespace=feed_consumer.NAMESPACE)
+    consumer = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
     serve_system.redeploy(
         {"feed": [{"name": "FanoutSupervisor", "user_config": {"fanout_workers": 3}}]}
     )
