@@ -1,4 +1,6 @@
-# Root Terragrunt configuration: remote state, the AWS provider and tags for every module.
+# Root Terragrunt configuration, included by every unit of live/dev and live/prod: remote state
+# (one S3 bucket per account, one key per unit), the AWS provider pinned to the environment's
+# account and region, and the tags every resource carries. Environments differ only in env.hcl.
 locals {
   env = read_terragrunt_config(find_in_parent_folders("env.hcl")).locals
 }
@@ -10,11 +12,11 @@ remote_state {
     if_exists = "overwrite_terragrunt"
   }
   config = {
-    bucket         = "dmb-terraform-state-${local.env.account_id}"
-    key            = "${path_relative_to_include()}/terraform.tfstate"
-    region         = local.env.region
-    encrypt        = true
-    dynamodb_table = "dmb-terraform-locks"
+    bucket       = "dmb-terraform-state-${local.env.account_id}"
+    key          = "${path_relative_to_include()}/terraform.tfstate"
+    region       = local.env.region
+    encrypt      = true
+    use_lockfile = true # S3-native state locking (Terraform >= 1.10): no DynamoDB table
   }
 }
 

@@ -10,11 +10,13 @@ dependency "eks" {
     cluster_certificate_authority_data = "bW9jaw=="
     cluster_autoscaler_role_arn        = "arn:aws:iam::000000000000:role/mock"
   }
+  mock_outputs_allowed_terraform_commands = ["init", "validate", "plan"]
 }
 
 dependency "iam" {
-  config_path  = "../iam"
-  mock_outputs = { external_secrets_role_arn = "arn:aws:iam::000000000000:role/mock" }
+  config_path                             = "../iam"
+  mock_outputs                            = { external_secrets_role_arn = "arn:aws:iam::000000000000:role/mock" }
+  mock_outputs_allowed_terraform_commands = ["init", "validate", "plan"]
 }
 
 generate "helm_provider" {
@@ -36,6 +38,7 @@ generate "helm_provider" {
 }
 
 inputs = {
+  acme_email                  = "platform@example.com"
   cluster_name                = dependency.eks.outputs.cluster_name
   external_secrets_role_arn   = dependency.iam.outputs.external_secrets_role_arn
   cluster_autoscaler_role_arn = dependency.eks.outputs.cluster_autoscaler_role_arn

@@ -12,6 +12,7 @@ dependency "vpc" {
     vpc_id             = "vpc-00000000"
     private_subnet_ids = ["subnet-a", "subnet-b", "subnet-c"]
   }
+  mock_outputs_allowed_terraform_commands = ["init", "validate", "plan"]
 }
 
 inputs = {

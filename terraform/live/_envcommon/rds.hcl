@@ -7,13 +7,15 @@ terraform {
 }
 
 dependency "vpc" {
-  config_path  = "../vpc"
-  mock_outputs = { vpc_id = "vpc-00000000", infra_subnet_ids = ["subnet-d", "subnet-e", "subnet-f"] }
+  config_path                             = "../vpc"
+  mock_outputs                            = { vpc_id = "vpc-00000000", infra_subnet_ids = ["subnet-d", "subnet-e", "subnet-f"] }
+  mock_outputs_allowed_terraform_commands = ["init", "validate", "plan"]
 }
 
 dependency "eks" {
-  config_path  = "../eks"
-  mock_outputs = { node_security_group_id = "sg-00000000" }
+  config_path                             = "../eks"
+  mock_outputs                            = { node_security_group_id = "sg-00000000" }
+  mock_outputs_allowed_terraform_commands = ["init", "validate", "plan"]
 }
 
 inputs = {

@@ -1,5 +1,7 @@
-# Cluster add-ons from their Helm charts: KubeRay operator (CRDs come through Argo CD with
-# server-side apply), External Secrets, cert-manager, ingress-nginx and the cluster autoscaler.
+# Cluster add-ons from their Helm charts: KubeRay operator (its CRDs come through Argo CD with
+# server-side apply), External Secrets, cert-manager (with the letsencrypt ClusterIssuer the
+# Ingress names), ingress-nginx, the cluster autoscaler, the Prometheus operator with Grafana
+# (PodMonitor and the dmb dashboard), and Argo CD itself.
 resource "helm_release" "kuberay_operator" {
   name             = "kuberay-operator"
   repository       = "https://ray-project.github.io/kuberay-helm/"
@@ -14,11 +16,14 @@ resource "helm_release" "external_secrets" {
   name             = "external-secrets"
   repository       = "https://charts.external-secrets.io"
   chart            = "external-secrets"
-  version          = "0.14.4"
+  version          = "0.18.2"
   namespace        = "external-secrets"
   create_namespace = true
   values = [yamlencode({
-    serviceAccount = { annotations = { "eks.amazonaws.com/role-arn" = var.external_secrets_role_arn } }
+    serviceAccount = {
+      name        = "external-secrets"
+      annotations = { "eks.amazonaws.com/role-arn" = var.external_secrets_role_arn }
+    }
   })]
 }
 
@@ -29,7 +34,20 @@ resource "helm_release" "cert_manager" {
   version          = "v1.16.3"
   namespace        = "cert-manager"
   create_namespace = true
-  values           = [yamlencode({ crds = { enabled = true } })]
+  values = [yamlencode({
+    crds = { enabled = true }
+    extraObjects = [yamlencode({
+      apiVersion = "cert-manager.io/v1"
+      kind       = "ClusterIssuer"
+      metadata   = { name = "letsencrypt" }
+      spec = { acme = {
+        server              = "https://acme-v02.api.letsencrypt.org/directory"
+        email               = var.acme_email
+        privateKeySecretRef = { name = "letsencrypt-account" }
+        solvers             = [{ http01 = { ingress = { ingressClassName = "nginx" } } }]
+      } }
+    })]
+  })]
 }
 
 resource "helm_release" "ingress_nginx" {
@@ -39,6 +57,12 @@ resource "helm_release" "ingress_nginx" {
   version          = "4.12.0"
   namespace        = "ingress-nginx"
   create_namespace = true
+  values = [yamlencode({
+    controller = { service = { annotations = {
+      "service.beta.kubernetes.io/aws-load-balancer-type"   = "nlb"
+      "service.beta.kubernetes.io/aws-load-balancer-scheme" = "internet-facing"
+    } } }
+  })]
 }
 
 resource "helm_release" "cluster_autoscaler" {
@@ -55,4 +79,30 @@ resource "helm_release" "cluster_autoscaler" {
       annotations = { "eks.amazonaws.com/role-arn" = var.cluster_autoscaler_role_arn }
     } }
   })]
+}
+
+resource "helm_release" "monitoring" {
+  name             = "kube-prometheus-stack"
+  repository       = "https://prometheus-community.github.io/helm-charts"
+  chart            = "kube-prometheus-stack"
+  version          = "69.8.2"
+  namespace        = "monitoring"
+  create_namespace = true
+  values = [yamlencode({
+    prometheus = { prometheusSpec = {
+      # PodMonitors labelled release=prometheus, in any namespace (cluster/base/podmonitor.yaml)
+      podMonitorSelector          = { matchLabels = { release = "prometheus" } }
+      podMonitorNamespaceSelector = {}
+    } }
+    grafana = { sidecar = { dashboards = { enabled = true, label = "grafana_dashboard", searchNamespace = "ALL" } } }
+  })]
+}
+
+resource "helm_release" "argocd" {
+  name             = "argo-cd"
+  repository       = "https://argoproj.github.io/argo-helm"
+  chart            = "argo-cd"
+  version          = "7.8.2"
+  namespace        = "argocd"
+  create_namespace = true
 }

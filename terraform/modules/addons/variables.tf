@@ -13,3 +13,8 @@ variable "external_secrets_role_arn" {
 variable "cluster_autoscaler_role_arn" {
   type = string
 }
+
+variable "acme_email" {
+  type        = string
+  description = "Contact address for the Let's Encrypt account of the letsencrypt ClusterIssuer."
+}

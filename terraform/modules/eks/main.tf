@@ -11,7 +11,18 @@ module "eks" {
   enable_irsa                    = true
   cluster_endpoint_public_access = var.public_endpoint
 
+  enable_cluster_creator_admin_permissions = true
+
   eks_managed_node_groups = {
+    # Add-ons (operators, ingress, monitoring, Argo CD), kept apart from Ray's pods.
+    system = {
+      instance_types = ["m6i.large"]
+      min_size       = 2
+      max_size       = 3
+      desired_size   = 2
+      labels         = { workload = "system" }
+    }
+    # Ray head and workers; Ray's autoscaler asks for pods, the cluster autoscaler adds nodes.
     ray = {
       instance_types = var.node_instance_types
       min_size       = var.node_min

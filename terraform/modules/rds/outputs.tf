@@ -1,11 +1,24 @@
-output "primary_endpoint" {
-  value = module.primary.db_instance_endpoint
+output "primary_address" {
+  value = module.primary.db_instance_address
 }
 
-output "replica_endpoint" {
-  value = module.replica.db_instance_endpoint
+output "replica_address" {
+  value = module.replica.db_instance_address
 }
 
-output "master_user_secret_arn" {
-  value = module.primary.db_instance_master_user_secret_arn
+output "port" {
+  value = module.primary.db_instance_port
+}
+
+output "database" {
+  value = "dmb"
+}
+
+output "username" {
+  value = "dmb"
+}
+
+output "password" {
+  value     = random_password.master.result
+  sensitive = true
 }
