@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 from google.protobuf.message import Message
 from ray import serve
 from ray.exceptions import RayActorError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from ray.serve.exceptions import (
+    BackPressureError,
+    DeploymentUnavailableError,
+    ReplicaUnavailableError,
+)
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter
 from starlette.requests import Request
@@ -17,11 +23,19 @@ from dmb.domain.errors import Unavailable
 from dmb.domain.identity import Caller
 from dmb.settings import load_settings
 from serve_apps.gateway.core import GatewayCore
-from serve_apps.gateway.descriptors import MethodSpec
+from serve_apps.gateway.descriptors import DEFAULT_DESCRIPTOR_SET, MethodSpec, load_descriptor_set
+
+log = logging.getLogger("dmb.gateway")
+_UNAVAILABLE = (
+    BackPressureError,
+    DeploymentUnavailableError,
+    ReplicaUnavailableError,
+    RayActorError,  # ActorDiedError, ActorUnavailableError
+)
 
 
 class HandleDispatcher:
-    """One DeploymentHandle per service, created on first use and reused: one hop per request."""
+    """One DeploymentHandle per service, created once per replica: one hop per request."""
 
     def __init__(self) -> None:
         self._handles: dict[tuple[str, str], DeploymentHandle[Any]] = {}
@@ -34,7 +48,7 @@ class HandleDispatcher:
             self._handles[key] = handle
         try:
             reply: Message = await getattr(handle, method.name).remote(request, caller=caller)
-        except (BackPressureError, DeploymentUnavailableError, RayActorError) as exc:
+        except _UNAVAILABLE as exc:
             raise Unavailable(f"{method.app} is unavailable: {type(exc).__name__}") from exc
         return reply
 
@@ -46,7 +60,7 @@ class RayMetrics:
         )
         self._redis = Counter(
             "dmb_rate_limit_redis_failures_total",
-            description="Rate-limit checks that could not reach Redis",
+            description="Requests whose rate-limit check could not reach Redis",
         )
 
     def rate_limited(self) -> None:
@@ -56,17 +70,39 @@ class RayMetrics:
         self._redis.inc()
 
 
+def _serve_request_id() -> str | None:
+    """Serve's id for this request (the one in Serve's own logs), so both logs agree."""
+    try:
+        request_id = serve.context._get_serve_request_context().request_id
+    except Exception:  # private API: fall back to the header when it moves
+        return None
+    return str(request_id) if request_id else None
+
+
 class GatewayDeployment:
-    def __init__(self) -> None:
-        self._core = GatewayCore(load_settings(), HandleDispatcher(), metrics=RayMetrics())
+    def __init__(self, descriptor_set: str | None = None) -> None:
+        files = load_descriptor_set(
+            Path(descriptor_set) if descriptor_set else DEFAULT_DESCRIPTOR_SET
+        )
+        self._core = GatewayCore(
+            load_settings(),
+            HandleDispatcher(),
+            descriptor_set=files,
+            metrics=RayMetrics(),
+            echo_request_id=False,  # Serve adds X-Request-ID itself (both ingress modes)
+        )
+        log.info("gateway ready: %d routes", len(self._core.routes.routes))
 
     async def __call__(self, request: Request) -> Response:
-        return await self._core.handle(request)
+        return await self._core.handle(request, _serve_request_id())
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
+    """args: num_cpus, num_replicas, max_ongoing_requests, descriptor_set (a path; default the
+    one generated into dmb/v1)."""
     return serve.deployment(
         name="Gateway",
+        num_replicas=int(args.get("num_replicas", 1)),
         max_ongoing_requests=int(args.get("max_ongoing_requests", 256)),
         ray_actor_options={"num_cpus": float(args.get("num_cpus", 1))},
-    )(GatewayDeployment).bind()
+    )(GatewayDeployment).bind(args.get("descriptor_set"))

@@ -1,9 +1,11 @@
 """The gateway's request path, independent of how a method is reached.
 
-route -> JWT -> token buckets (+ denylist, one Redis round trip) -> transcode -> dispatch ->
-JSON. A `Dispatcher` delivers the request message to the service: through a DeploymentHandle in
-the Serve gateway (serve_apps.gateway.app), or by a direct call in the single-process monolith
-baseline (benchmarks), so both run exactly this code.
+route -> JWT (in-process) -> one Redis round trip (every bucket in one EVALSHA, plus the denylist)
+-> transcode -> one dispatch -> JSON. Requests refused early (404, 405, 401) are still charged to
+their bucket and carry the RateLimit-* headers like every other response. A `Dispatcher`
+delivers the request message to the service: through a DeploymentHandle in the Serve gateway
+(serve_apps.gateway.app), or by a direct call in the single-process monolith baseline
+(benchmarks), so both run exactly this code.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ import re
 import socket
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import grpc
 import psycopg
+from google.protobuf import descriptor_pb2
 from google.protobuf.message import Message
-from redis.exceptions import RedisError
+from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -29,26 +34,21 @@ from dmb.domain.identity import Caller, TokenVerifier, bearer_token, denylist_ke
 from dmb.settings import Settings
 from dmb.stores.redis import create_redis
 from serve_apps.gateway import openapi
+from serve_apps.gateway.buckets import Decision, degraded, request_buckets
 from serve_apps.gateway.descriptors import (
     MethodSpec,
     build_service_map,
     exposed,
     load_descriptor_set,
 )
-from serve_apps.gateway.errors import error_response
-from serve_apps.gateway.ratelimit import (
-    BucketSpec,
-    Decision,
-    RateLimiter,
-    ip_bucket,
-    unlimited,
-    user_bucket,
-)
-from serve_apps.gateway.routes import RouteNotFound, RouteTable, VerbNotAllowed
+from serve_apps.gateway.errors import bearer_challenge, error_response
+from serve_apps.gateway.ratelimit import RateLimiter, RateLimiterUnavailable
+from serve_apps.gateway.routes import Match, RouteNotFound, RouteTable, VerbNotAllowed
 from serve_apps.gateway.transcode import TranscodeError, request_message, response_document
 
 log = logging.getLogger("dmb.gateway")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_OWN_ENDPOINTS = ("/healthz", "/openapi.json")
 
 
 class Dispatcher(Protocol):
@@ -73,36 +73,82 @@ class PayloadTooLarge(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """An answer decided before the buckets were charged, sent with their headers after."""
+
+    code: grpc.StatusCode
+    message: str
+    headers: dict[str, str] = field(default_factory=dict)
+    http_status: int | None = None
+
+    def response(self, limit_headers: dict[str, str]) -> Response:
+        return error_response(
+            self.code, self.message, {**limit_headers, **self.headers}, self.http_status
+        )
+
+
+def request_id_of(header: str | None) -> str:
+    """The client's (or Serve's) X-Request-Id when it is a sane token, else a fresh one."""
+    if header and _REQUEST_ID.match(header):
+        return header
+    return uuid.uuid4().hex
+
+
+def raw_path(request: Request) -> str:
+    """The path as sent (still percent-encoded), which template matching needs."""
+    raw: bytes | None = request.scope.get("raw_path")
+    if not raw:
+        return quote(request.scope["path"])
+    path = raw.decode("latin-1").partition("?")[0]
+    root = request.scope.get("root_path", "")
+    if root not in ("", "/") and path.startswith(root):
+        path = path[len(root) :] or "/"
+    return path
+
+
 class GatewayCore:
+    """One request: route, JWT, buckets (+ denylist), transcode, one dispatch, JSON reply."""
+
     def __init__(
         self,
         settings: Settings,
         dispatcher: Dispatcher,
-        descriptor_set: Any = None,
+        descriptor_set: descriptor_pb2.FileDescriptorSet | None = None,
         metrics: Metrics | None = None,
+        echo_request_id: bool = True,
     ) -> None:
         self.settings = settings
         self._dispatcher = dispatcher
         files = descriptor_set if descriptor_set is not None else load_descriptor_set()
         self.methods = build_service_map(files)
         self.routes = RouteTable(exposed(self.methods.values()))
-        self.openapi = json.dumps(openapi.build_document(self.routes.routes)).encode()
+        self.openapi = json.dumps(openapi.build_document(self.routes.routes, files)).encode()
         self._redis = create_redis(settings)
-        self._limiter = RateLimiter(self._redis, settings.rate_limit_fail_open)
+        self._limiter = RateLimiter(self._redis)
         self._verifier = TokenVerifier(settings)  # signature only; denylist read with the buckets
         self._metrics = metrics or _NoMetrics()
+        self._echo_request_id = echo_request_id
+        self._next_failure_log = 0.0
 
     async def close(self) -> None:
         await self._redis.aclose()
 
-    async def handle(self, request: Request) -> Response:
-        request_id = request.headers.get("x-request-id", "")
-        if not _REQUEST_ID.match(request_id):
-            request_id = uuid.uuid4().hex
+    async def handle(self, request: Request, request_id: str | None = None) -> Response:
+        """Answer one HTTP request; never raises. `request_id`: Serve's, when behind Serve."""
+        request_id = request_id or request_id_of(request.headers.get("x-request-id"))
         started = time.perf_counter()
-        response = await self._handle(request, request_id)
-        response.headers["X-Request-Id"] = request_id
-        log.debug(
+        try:
+            response = await self._handle(request, request_id)
+        except Exception:  # a bug in the gateway itself: still the contract's error body
+            log.exception("request_id=%s %s failed in the gateway", request_id, request.method)
+            response = error_response(
+                grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
+            )
+        if self._echo_request_id:
+            response.headers["X-Request-Id"] = request_id
+        log.log(
+            logging.WARNING if response.status_code >= 500 else logging.DEBUG,
             "request_id=%s %s %s -> %d in %.1f ms",
             request_id,
             request.method,
@@ -113,46 +159,66 @@ class GatewayCore:
         return response
 
     async def _handle(self, request: Request, request_id: str) -> Response:
-        path = request.url.path
-        if path == "/healthz" and request.method == "GET":
-            return await self.healthz()
-        if path == "/openapi.json" and request.method == "GET":
-            return Response(self.openapi, media_type="application/json")
-        try:
-            match = self.routes.match(request.method, path)
-        except RouteNotFound:
-            return error_response(grpc.StatusCode.NOT_FOUND, f"no route for {path}")
-        except VerbNotAllowed as exc:
-            return error_response(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{request.method} is not allowed on {path}",
-                headers={"Allow": ", ".join(exc.allowed)},
-                http_status=405,
-            )
-        method = match.route.method
+        verb, path = request.method, raw_path(request)
+        match: Match | None = None
+        refusal: Refusal | None = None
+        own = path in _OWN_ENDPOINTS
+        if own:
+            if verb != "GET":
+                refusal = _not_allowed(verb, path, ["GET"])
+        else:
+            try:
+                match = self.routes.match(verb, path)
+            except RouteNotFound:
+                refusal = Refusal(grpc.StatusCode.NOT_FOUND, f"no route for {verb} {path}")
+            except VerbNotAllowed as exc:
+                refusal = _not_allowed(verb, path, exc.allowed)
         caller: Caller | None = None
-        try:
-            if not method.public:
-                caller = self._verifier.verify_signature(
-                    bearer_token(request.headers.get("authorization"))
-                )
-        except Unauthenticated as exc:
-            return error_response(exc.code, exc.message)
-        decision, revoked = await self._admit(request, caller)
+        if match is not None and not match.route.method.public:
+            authorization = request.headers.get("authorization")
+            try:
+                caller = self._verifier.verify_signature(bearer_token(authorization))
+            except Unauthenticated as exc:
+                challenge = bearer_challenge(token_presented=bool(authorization))
+                refusal = Refusal(exc.code, exc.message, challenge)
+        # Charged even for requests about to be refused: 404 scans and bad tokens cost tokens.
+        decision, revoked = await self._admit(request, caller, exempt=own)
         if decision is None:
             return error_response(
                 grpc.StatusCode.UNAVAILABLE, "rate limiter unavailable (failing closed)"
             )
         headers = decision.headers()
-        if revoked:
-            return error_response(
-                grpc.StatusCode.UNAUTHENTICATED, "access token has been revoked", headers
-            )
         if not decision.allowed:
             self._metrics.rate_limited()
             return error_response(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit exceeded", headers
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"rate limit exceeded; retry after {headers['Retry-After']} s",
+                headers,
             )
+        if refusal is not None:
+            return refusal.response(headers)
+        if revoked:
+            return error_response(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "access token has been revoked",
+                {**headers, **bearer_challenge(token_presented=True)},
+            )
+        if own:
+            response = await self.healthz() if path == "/healthz" else self._openapi()
+            response.headers.update(headers)
+            return response
+        assert match is not None
+        return await self._call(request, request_id, match, caller, headers)
+
+    async def _call(
+        self,
+        request: Request,
+        request_id: str,
+        match: Match,
+        caller: Caller | None,
+        headers: dict[str, str],
+    ) -> Response:
+        method = match.route.method
         try:
             body = await self._read_body(request)
             message = request_message(
@@ -160,7 +226,7 @@ class GatewayCore:
             )
         except PayloadTooLarge:
             return error_response(
-                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"request body exceeds {self.settings.max_request_body_bytes} bytes",
                 headers,
                 http_status=413,
@@ -185,21 +251,37 @@ class GatewayCore:
             )
         return JSONResponse(response_document(match.route, reply), headers=headers)
 
-    async def _admit(self, request: Request, caller: Caller | None) -> tuple[Decision | None, bool]:
-        """Charge the buckets and read the denylist in one round trip. None: fail closed."""
-        buckets: list[BucketSpec] = [ip_bucket(self.settings, self._client_ip(request))]
-        if caller is not None:
-            buckets.append(user_bucket(self.settings, caller.user_id))
+    def _openapi(self) -> Response:
+        return Response(self.openapi, media_type="application/json")
+
+    async def _admit(
+        self, request: Request, caller: Caller | None, exempt: bool = False
+    ) -> tuple[Decision | None, bool]:
+        """Charge the buckets and read the denylist in one round trip.
+
+        Without Redis: admitted (fail-open) or None (fail-closed; the gateway's own endpoints
+        stay up so /healthz can say what is wrong).
+        """
+        buckets = request_buckets(
+            self.settings, self._client_ip(request), caller.user_id if caller else None
+        )
         deny_key = denylist_key(caller.jti) if caller is not None else None
         try:
             return await self._limiter.check(buckets, also_exists=deny_key)
-        except (RedisError, OSError) as exc:
+        except RateLimiterUnavailable as exc:
             self._metrics.redis_failed()
-            if not self._limiter.fail_open:
-                log.error("rate limiter: Redis unavailable, refusing (fail-closed): %s", exc)
-                return None, False
-            log.warning("rate limiter: Redis unavailable, admitting (fail-open): %s", exc)
-            return unlimited(buckets), False
+            fail_open = self.settings.rate_limit_fail_open
+            self._log_failure(exc, fail_open)
+            return (degraded(buckets) if fail_open or exempt else None), False
+
+    def _log_failure(self, exc: Exception, fail_open: bool) -> None:
+        """At most one line a second while Redis is down: every request fails the same way."""
+        now = time.monotonic()
+        if now < self._next_failure_log:
+            return
+        self._next_failure_log = now + 1.0
+        mode = "admitting (fail-open)" if fail_open else "refusing (fail-closed)"
+        log.warning("rate limiter: Redis unavailable, %s: %s", mode, exc)
 
     def _client_ip(self, request: Request) -> str:
         hops = self.settings.trusted_proxy_hops
@@ -225,11 +307,16 @@ class GatewayCore:
         return b"".join(chunks)
 
     async def healthz(self) -> Response:
-        checks = await asyncio.gather(
+        """Each dependency, probed in parallel with the store timeout: 200 only if all answer."""
+        probes = [
             self._check("redis", self._ping_redis()),
-            self._check("postgres", self._ping_postgres()),
+            self._check("postgres", self._ping_postgres(self.settings.database_url)),
             self._check("kafka", self._ping_kafka()),
-        )
+        ]
+        if self.settings.database_replica_url is not None:
+            replica = self._ping_postgres(self.settings.database_replica_url)
+            probes.append(self._check("postgres_replica", replica))
+        checks = await asyncio.gather(*probes)
         healthy = all(ok for _, ok, _ in checks)
         body = {
             "status": "ok" if healthy else "degraded",
@@ -247,8 +334,7 @@ class GatewayCore:
     async def _ping_redis(self) -> None:
         await self._redis.ping()
 
-    async def _ping_postgres(self) -> None:
-        url = self.settings.database_url
+    async def _ping_postgres(self, url: SecretStr | None) -> None:
         if url is None:
             raise RuntimeError("DMB_DATABASE_URL is not set")
         async with await psycopg.AsyncConnection.connect(
@@ -264,3 +350,13 @@ class GatewayCore:
         await asyncio.get_running_loop().run_in_executor(
             None, lambda: socket.create_connection((host, int(port)), timeout=2).close()
         )
+
+
+def _not_allowed(verb: str, path: str, allowed: list[str]) -> Refusal:
+    """405, as grpc-gateway answers it: UNIMPLEMENTED with the verbs that would work."""
+    return Refusal(
+        grpc.StatusCode.UNIMPLEMENTED,
+        f"{verb} is not allowed on {path} (allowed: {', '.join(allowed)})",
+        {"Allow": ", ".join(allowed)},
+        http_status=405,
+    )

@@ -81,19 +81,69 @@ def _pool_for(files: descriptor_pb2.FileDescriptorSet) -> descriptor_pool.Descri
         return pool
 
 
-def _comments(files: descriptor_pb2.FileDescriptorSet) -> dict[str, str]:
-    """Leading comments of methods by full name (from --include_source_info), for OpenAPI."""
+def comments(files: descriptor_pb2.FileDescriptorSet) -> dict[str, str]:
+    """Leading comments (from --include_source_info) of services, methods, messages (nested
+    too), fields, enums and enum values, by full name: descriptions for OpenAPI."""
     found: dict[str, str] = {}
     for file in files.file:
         for location in file.source_code_info.location:
-            path = list(location.path)
-            # 6 = FileDescriptorProto.service, 2 = ServiceDescriptorProto.method
-            if len(path) == 4 and path[0] == 6 and path[2] == 2:
-                service = file.service[path[1]]
-                method = service.method[path[3]]
-                name = f"{file.package}.{service.name}.{method.name}"
-                found[name] = location.leading_comments.strip()
+            text = location.leading_comments.strip()
+            name = _name_at(file, list(location.path)) if text else None
+            if name:
+                found[name] = text
     return found
+
+
+# Field numbers in descriptor.proto that a source location path walks through.
+_FILE_MESSAGE, _FILE_ENUM, _FILE_SERVICE = 4, 5, 6
+_MESSAGE_FIELD, _MESSAGE_NESTED, _MESSAGE_ENUM = 2, 3, 4
+_ENUM_VALUE, _SERVICE_METHOD = 2, 2
+
+
+def _name_at(file: descriptor_pb2.FileDescriptorProto, path: list[int]) -> str | None:
+    """The full name of the element a SourceCodeInfo path points at (None: not a named one)."""
+    prefix = file.package
+    if len(path) < 2:
+        return None
+    kind, index, rest = path[0], path[1], path[2:]
+    if kind == _FILE_SERVICE:
+        service = file.service[index]
+        name = f"{prefix}.{service.name}"
+        if not rest:
+            return name
+        if len(rest) == 2 and rest[0] == _SERVICE_METHOD:
+            return f"{name}.{service.method[rest[1]].name}"
+        return None
+    if kind == _FILE_ENUM:
+        return _enum_name(file.enum_type[index], prefix, rest)
+    if kind == _FILE_MESSAGE:
+        message = file.message_type[index]
+        name = f"{prefix}.{message.name}"
+        while rest:
+            if len(rest) < 2:
+                return None
+            kind, index, rest = rest[0], rest[1], rest[2:]
+            if kind == _MESSAGE_FIELD:
+                return f"{name}.{message.field[index].name}" if not rest else None
+            if kind == _MESSAGE_ENUM:
+                return _enum_name(message.enum_type[index], name, rest)
+            if kind != _MESSAGE_NESTED:
+                return None
+            message = message.nested_type[index]
+            name = f"{name}.{message.name}"
+        return name
+    return None
+
+
+def _enum_name(
+    enum: descriptor_pb2.EnumDescriptorProto, prefix: str, rest: list[int]
+) -> str | None:
+    name = f"{prefix}.{enum.name}"
+    if not rest:
+        return name
+    if len(rest) == 2 and rest[0] == _ENUM_VALUE:
+        return f"{prefix}.{enum.value[rest[1]].name}"  # values live in the enum's scope
+    return None
 
 
 def _message_class(descriptor: Descriptor) -> type[Message]:
@@ -111,7 +161,7 @@ def _rules(method: MethodDescriptor) -> tuple[http_pb2.HttpRule, ...]:
 def build_service_map(files: descriptor_pb2.FileDescriptorSet) -> dict[str, MethodSpec]:
     """Every method of every service that names its Serve app, by full method name."""
     pool = _pool_for(files)
-    comments = _comments(files)
+    described = comments(files)
     methods: dict[str, MethodSpec] = {}
     for file_proto in files.file:
         file = pool.FindFileByName(file_proto.name)
@@ -130,7 +180,7 @@ def build_service_map(files: descriptor_pb2.FileDescriptorSet) -> dict[str, Meth
                     public=bool(method.GetOptions().Extensions[options_pb2.public]),
                     app=app,
                     deployment=service.name,
-                    description=comments.get(method.full_name, ""),
+                    description=described.get(method.full_name, ""),
                 )
                 methods[spec.full_name] = spec
     return methods

@@ -28,16 +28,24 @@ HTTP_STATUS = {
 }
 
 
+def bearer_challenge(token_presented: bool) -> dict[str, str]:
+    """RFC 6750 challenge: `invalid_token` only when a token was sent and refused."""
+    if token_presented:
+        return {"WWW-Authenticate": 'Bearer realm="dmb", error="invalid_token"'}
+    return {"WWW-Authenticate": 'Bearer realm="dmb"'}
+
+
 def error_response(
     code: grpc.StatusCode,
     message: str,
     headers: dict[str, str] | None = None,
     http_status: int | None = None,
 ) -> Response:
+    """The DESIGN.md §4 error body; the HTTP status follows the gRPC code unless given."""
     body = json.dumps({"code": code.value[0], "message": message, "details": []})
     all_headers = dict(headers or {})
     if code is grpc.StatusCode.UNAUTHENTICATED:
-        all_headers["WWW-Authenticate"] = 'Bearer realm="dmb"'
+        all_headers.setdefault("WWW-Authenticate", 'Bearer realm="dmb"')
     return Response(
         body,
         status_code=http_status or HTTP_STATUS.get(code, 500),

@@ -1,13 +1,20 @@
-"""An OpenAPI 3 document derived from the same descriptors and routes the gateway serves."""
+"""An OpenAPI 3 document derived from the same descriptors and routes the gateway serves.
+
+Paths and verbs from the route map; path parameters from template variables; query parameters
+from the input message's remaining fields (nested message fields as dotted names, as the gateway
+accepts them); request and response schemas from the messages (canonical JSON: int64 as
+strings, enums by name); descriptions from the .proto comments.
+"""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
+from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
-from serve_apps.gateway.descriptors import descriptor_of
+from serve_apps.gateway.descriptors import comments, descriptor_of
 from serve_apps.gateway.routes import Route
 
 _SCALARS: dict[int, dict[str, Any]] = {
@@ -31,6 +38,17 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
     "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
     "google.protobuf.Duration": {"type": "string"},
     "google.protobuf.Empty": {"type": "object"},
+    "google.protobuf.FieldMask": {"type": "string"},
+    # Wrappers: the JSON of the value they wrap, or null.
+    "google.protobuf.DoubleValue": {"type": "number", "format": "double", "nullable": True},
+    "google.protobuf.FloatValue": {"type": "number", "format": "float", "nullable": True},
+    "google.protobuf.Int64Value": {"type": "string", "format": "int64", "nullable": True},
+    "google.protobuf.UInt64Value": {"type": "string", "format": "uint64", "nullable": True},
+    "google.protobuf.Int32Value": {"type": "integer", "format": "int32", "nullable": True},
+    "google.protobuf.UInt32Value": {"type": "integer", "format": "int64", "nullable": True},
+    "google.protobuf.BoolValue": {"type": "boolean", "nullable": True},
+    "google.protobuf.StringValue": {"type": "string", "nullable": True},
+    "google.protobuf.BytesValue": {"type": "string", "format": "byte", "nullable": True},
 }
 _ERROR = {
     "type": "object",
@@ -43,9 +61,13 @@ _ERROR = {
 }
 
 
+_MAX_QUERY_DEPTH = 3  # nested query parameters: a.b.c at most (recursive messages stop)
+
+
 class _Schemas:
-    def __init__(self) -> None:
+    def __init__(self, descriptions: dict[str, str]) -> None:
         self.components: dict[str, Any] = {"Error": _ERROR}
+        self.descriptions = descriptions
 
     def ref(self, descriptor: Descriptor) -> dict[str, Any]:
         if descriptor.full_name in _WELL_KNOWN:
@@ -53,12 +75,25 @@ class _Schemas:
         name = descriptor.full_name
         if name not in self.components:
             self.components[name] = {}  # placeholder first: recursive messages terminate
-            self.components[name] = {
+            schema: dict[str, Any] = {
                 "type": "object",
-                "properties": {f.json_name: self.field(f) for f in descriptor.fields},
+                "properties": {f.json_name: self.described(f) for f in descriptor.fields},
                 "additionalProperties": False,
             }
+            if name in self.descriptions:
+                schema["description"] = self.descriptions[name]
+            self.components[name] = schema
         return {"$ref": f"#/components/schemas/{name}"}
+
+    def described(self, field: FieldDescriptor) -> dict[str, Any]:
+        """The field's schema with its comment (a $ref cannot carry siblings in 3.0: allOf)."""
+        schema = self.field(field)
+        text = self.descriptions.get(field.full_name)
+        if not text:
+            return schema
+        if "$ref" in schema:
+            return {"allOf": [schema], "description": text}
+        return {**schema, "description": text}
 
     def field(self, field: FieldDescriptor) -> dict[str, Any]:
         if field.message_type is not None:
@@ -98,6 +133,7 @@ def _operation(route: Route, schemas: _Schemas, operation_id: str) -> dict[str, 
     operation: dict[str, Any] = {
         "operationId": operation_id,
         "summary": method.description.split("\n")[0] if method.description else method.name,
+        "description": method.description or method.full_name,
         "tags": [method.deployment],
         "parameters": parameters,
         "responses": {
@@ -123,24 +159,42 @@ def _operation(route: Route, schemas: _Schemas, operation_id: str) -> dict[str, 
             "content": {"application/json": {"schema": schemas.field(field)}},
         }
     if route.body != "*":
-        for field in descriptor.fields:
-            if field.name in path_fields or field.name == route.body:
-                continue
-            if field.message_type is not None and field.message_type.full_name not in _WELL_KNOWN:
-                continue
-            parameters.append(
-                {
-                    "name": field.json_name,
-                    "in": "query",
-                    "required": False,
-                    "schema": schemas.field(field),
-                }
-            )
+        bound = path_fields | ({route.body} if route.body else set())
+        parameters.extend(_query_parameters(descriptor, schemas, bound))
     if not method.public:
         operation["security"] = [{"bearerAuth": []}]
         operation["responses"]["401"] = {"description": "Missing, invalid or revoked token"}
     operation["responses"]["429"] = {"description": "Rate limited (see Retry-After)"}
     return operation
+
+
+def _query_parameters(
+    descriptor: Descriptor, schemas: _Schemas, bound: set[str], prefix: str = "", depth: int = 1
+) -> list[dict[str, Any]]:
+    """Fields left for the query string: scalars, enums, repeated scalars, and the fields of
+    singular nested messages as dotted names (`filter.minPages`)."""
+    found: list[dict[str, Any]] = []
+    for field in descriptor.fields:
+        if not prefix and field.name in bound:
+            continue
+        name = prefix + field.json_name
+        nested = field.message_type
+        if nested is not None and nested.full_name not in _WELL_KNOWN:
+            if not field.is_repeated and depth < _MAX_QUERY_DEPTH:
+                found.extend(_query_parameters(nested, schemas, bound, name + ".", depth + 1))
+            continue
+        parameter: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": schemas.field(field),
+        }
+        if field.is_repeated:
+            parameter.update(style="form", explode=True)
+        if field.full_name in schemas.descriptions:
+            parameter["description"] = schemas.descriptions[field.full_name]
+        found.append(parameter)
+    return found
 
 
 def _leaf(descriptor: Descriptor, path: str) -> FieldDescriptor:
@@ -161,8 +215,13 @@ def _response_schema(route: Route, schemas: _Schemas) -> dict[str, Any]:
     return schemas.ref(output)
 
 
-def build_document(routes: list[Route], title: str = "dmb API") -> dict[str, Any]:
-    schemas = _Schemas()
+def build_document(
+    routes: list[Route],
+    files: descriptor_pb2.FileDescriptorSet | None = None,
+    title: str = "dmb API",
+) -> dict[str, Any]:
+    """The whole document; `files` (with source info) adds the .proto comments."""
+    schemas = _Schemas(comments(files) if files is not None else {})
     paths: dict[str, dict[str, Any]] = {}
     seen: dict[str, int] = {}
     for route in routes:
@@ -177,6 +236,13 @@ def build_document(routes: list[Route], title: str = "dmb API") -> dict[str, Any
             "operationId": "healthz",
             "summary": "Health of the gateway and each dependency",
             "responses": {"200": {"description": "healthy"}, "503": {"description": "degraded"}},
+        }
+    }
+    paths["/openapi.json"] = {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "responses": {"200": {"description": "OpenAPI 3 document"}},
         }
     }
     return {

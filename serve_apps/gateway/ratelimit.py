@@ -1,149 +1,105 @@
-"""Token-bucket rate limiting on Redis: per client IP, and per user once authenticated.
+"""Token-bucket rate limiting on Redis: one EVALSHA per request charges all of its buckets.
 
-Each bucket is checked and charged by one atomic Lua call (token_bucket.lua), so any number of
-gateway replicas together never admit more than a bucket allows. Each bucket key carries its own
-hash tag (`{ip:...}`, `{user:...}`) so the keys spread over a Redis Cluster's slots; the IP and
-user checks (and the logout-denylist lookup) travel in one pipelined round trip. The most
-restrictive bucket answers: a request passes only if every bucket admits it.
+ratelimit.lua checks and charges the IP bucket and (once authenticated) the user bucket in one
+atomic call, all or nothing, on Redis' clock, so any number of gateway replicas together never
+admit more than a bucket allows. The keys share the client's hash tag (buckets.py), so the call
+also works on Redis Cluster. The logout-denylist lookup rides in the same round trip (pipelined
+EXISTS; its key has a slot of its own). The script is loaded once and called by SHA; a NOSCRIPT
+reply (Redis restarted, SCRIPT FLUSH, failover) reloads it once.
 
-The script is loaded once and called by SHA; after a Redis restart or SCRIPT FLUSH the NOSCRIPT
-reply triggers one reload. When Redis cannot be reached the limiter fails open (logged and
-counted) unless settings say fail-closed.
+When Redis fails, `RateLimiterUnavailable` is raised and the caller applies its fail mode; for a
+short cool-down afterwards checks fail at once instead of each waiting for a socket timeout.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-import math
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
-from dmb.settings import Settings
+from serve_apps.gateway.buckets import BucketSpec, BucketState, Decision, decide
 
-log = logging.getLogger("dmb.gateway.ratelimit")
-SCRIPT = (Path(__file__).with_name("token_bucket.lua")).read_text()
+SCRIPT = Path(__file__).with_name("ratelimit.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 
 
-@dataclass(frozen=True)
-class BucketSpec:
-    key: str
-    capacity: int
-    refill_per_sec: float
+class RateLimiterUnavailable(Exception):
+    """Redis could not answer (or failed moments ago); the gateway applies its fail mode."""
 
 
-@dataclass(frozen=True)
-class BucketState:
-    spec: BucketSpec
-    allowed: bool
-    remaining: float
-    retry_after: float
-    reset_after: float
+def script_args(buckets: Sequence[BucketSpec], cost: int = 1) -> list[Any]:
+    """KEYS then ARGV for ratelimit.lua: cost, then capacity and refill rate per bucket."""
+    args: list[Any] = [bucket.key for bucket in buckets]
+    args.append(cost)
+    for bucket in buckets:
+        args.extend((bucket.capacity, repr(float(bucket.refill_per_sec))))
+    return args
 
 
-@dataclass(frozen=True)
-class Decision:
-    """Whether to serve the request, and what to put in the RateLimit-* headers."""
-
-    allowed: bool
-    limit: int
-    remaining: int
-    reset_seconds: int
-    retry_after_seconds: int
-    degraded: bool = False  # Redis unreachable: decided without it
-
-    def headers(self) -> dict[str, str]:
-        headers = {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(self.reset_seconds),
-        }
-        if not self.allowed:
-            headers["Retry-After"] = str(max(1, self.retry_after_seconds))
-        return headers
-
-
-def ip_bucket(settings: Settings, client_ip: str) -> BucketSpec:
-    return BucketSpec(
-        f"dmb:rl:{{ip:{client_ip}}}",
-        settings.rate_limit_ip_capacity,
-        settings.rate_limit_ip_refill_per_sec,
-    )
-
-
-def user_bucket(settings: Settings, user_id: int) -> BucketSpec:
-    return BucketSpec(
-        f"dmb:rl:{{user:{user_id}}}",
-        settings.rate_limit_user_capacity,
-        settings.rate_limit_user_refill_per_sec,
-    )
-
-
-def decide(states: list[BucketState]) -> Decision:
-    """Combine bucket answers: denied if any bucket denies; headers from the tightest bucket."""
-    denied = [s for s in states if not s.allowed]
-    if denied:
-        worst = max(denied, key=lambda s: s.retry_after)
-    else:
-        worst = min(states, key=lambda s: s.remaining / s.spec.capacity)
-    return Decision(
-        allowed=not denied,
-        limit=worst.spec.capacity,
-        remaining=max(0, math.floor(worst.remaining)),
-        reset_seconds=math.ceil(worst.reset_after),
-        retry_after_seconds=math.ceil(worst.retry_after),
-    )
+def parse_reply(buckets: Sequence[BucketSpec], reply: Sequence[Any]) -> Decision:
+    allowed = int(reply[0]) == 1
+    states = [
+        BucketState(
+            bucket,
+            float(reply[1 + 3 * i]),
+            float(reply[2 + 3 * i]),
+            float(reply[3 + 3 * i]),
+        )
+        for i, bucket in enumerate(buckets)
+    ]
+    return decide(allowed, states)
 
 
 class RateLimiter:
-    def __init__(self, redis: aioredis.Redis, fail_open: bool) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        cooldown_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._redis = redis
-        self.fail_open = fail_open
+        self._cooldown = cooldown_seconds
+        self._clock = clock
+        self._failed_until = 0.0
         self._loaded = False
 
     async def check(
-        self, buckets: list[BucketSpec], also_exists: str | None = None
+        self, buckets: Sequence[BucketSpec], also_exists: str | None = None
     ) -> tuple[Decision, bool]:
-        """Charge one token from every bucket; also answer EXISTS `also_exists` in the same trip.
-
-        Returns (decision, key_exists). Raises RedisError only when failing closed.
-        """
+        """Charge one token from every bucket (all or nothing) and, in the same round trip,
+        tell whether the key `also_exists` exists. Returns (decision, key_exists)."""
+        if self._clock() < self._failed_until:
+            raise RateLimiterUnavailable("Redis failed moments ago; not retrying yet")
         try:
-            return await self._check(buckets, also_exists)
-        except NoScriptError:
-            self._loaded = False
-            return await self._check(buckets, also_exists)
+            try:
+                return await self._check(buckets, also_exists)
+            except NoScriptError:
+                self._loaded = False
+                return await self._check(buckets, also_exists)
+        except (RedisError, OSError) as exc:
+            self._failed_until = self._clock() + self._cooldown
+            raise RateLimiterUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def _check(
-        self, buckets: list[BucketSpec], also_exists: str | None
+        self, buckets: Sequence[BucketSpec], also_exists: str | None
     ) -> tuple[Decision, bool]:
         if not self._loaded:
             await self._redis.script_load(SCRIPT)
             self._loaded = True
+        args = script_args(buckets)
+        if also_exists is None:
+            reply = await self._redis.evalsha(SCRIPT_SHA, len(buckets), *args)
+            return parse_reply(buckets, reply), False
         async with self._redis.pipeline(transaction=False) as pipe:
-            for bucket in buckets:
-                pipe.evalsha(SCRIPT_SHA, 1, bucket.key, bucket.capacity, bucket.refill_per_sec, 1)
-            if also_exists:
-                pipe.exists(also_exists)
-            replies = await pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, NoScriptError):
-                raise reply
-            if isinstance(reply, RedisError):
-                raise reply
-        states = [
-            BucketState(bucket, reply[0] == 1, float(reply[1]), float(reply[2]), float(reply[3]))
-            for bucket, reply in zip(buckets, replies, strict=False)
-        ]
-        exists = bool(replies[-1]) if also_exists else False
-        return decide(states), exists
-
-
-def unlimited(buckets: list[BucketSpec]) -> Decision:
-    """What fail-open answers: allowed, with the configured limit and no remaining count."""
-    tightest = min(buckets, key=lambda b: b.capacity)
-    return Decision(True, tightest.capacity, tightest.capacity, 0, 0, degraded=True)
+            pipe.evalsha(SCRIPT_SHA, len(buckets), *args)
+            pipe.exists(also_exists)
+            reply, exists = await pipe.execute(raise_on_error=False)
+        for answer in (reply, exists):
+            if isinstance(answer, Exception):
+                raise answer
+        return parse_reply(buckets, reply), bool(exists)

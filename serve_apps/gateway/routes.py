@@ -54,9 +54,7 @@ class RouteTable:
 
     def __init__(self, methods: Iterable[MethodSpec]) -> None:
         routes = [_route(rule, method) for method in methods for rule in method.rules]
-        self.routes = sorted(
-            routes, key=lambda r: (-r.template.literal_segments, len(r.template.variables))
-        )
+        self.routes = sorted(routes, key=lambda r: r.template.specificity)
 
     def match(self, verb: str, path: str) -> Match:
         allowed: list[str] = []

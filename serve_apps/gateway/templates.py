@@ -34,9 +34,19 @@ class PathTemplate:
     source: str
     regex: re.Pattern[str]
     variables: tuple[Variable, ...]
-    literal_segments: int  # more literals = more specific, tried first
+    literal_segments: int
+    verb: str | None
+    wildcards: int  # '**' segments
+
+    @property
+    def specificity(self) -> tuple[int, int, int, int]:
+        """Sort key, most specific first: a custom verb (so `/x/{id}:cancel` wins over
+        `/x/{id}` for `/x/1:cancel`), then more literals, fewer `**`, fewer variables."""
+        return (0 if self.verb else 1, -self.literal_segments, self.wildcards, len(self.variables))
 
     def match(self, path: str) -> dict[str, str] | None:
+        """Variable values by field path, or None. `path` is the raw (percent-encoded) path:
+        an encoded `/` inside a single-segment value must not split the segment."""
         found = self.regex.fullmatch(path)
         if found is None:
             return None
@@ -57,6 +67,8 @@ def _split_verb(template: str) -> tuple[str, str | None]:
     last = template.rsplit("/", 1)[-1]
     if ":" in last and "}" not in last.split(":", 1)[1]:
         body, verb = template.rsplit(":", 1)
+        if not _LITERAL.match(verb):
+            raise TemplateError(f"bad verb {verb!r} in {template!r}")
         return body, verb
     return template, None
 
@@ -78,16 +90,17 @@ def _segments(text: str) -> list[str]:
     return parts
 
 
-def _segment_regex(segment: str, is_last: bool) -> tuple[str, int]:
+def _segment_regex(segment: str, is_last: bool) -> tuple[str, int, int]:
+    """(regex, literal count, '**' count) of one segment."""
     if segment == "*":
-        return r"[^/]+", 0
+        return r"[^/]+", 0, 0
     if segment == "**":
         if not is_last:
             raise TemplateError("'**' may only be the last segment")
-        return r".*", 0
+        return r".*", 0, 1
     if not _LITERAL.match(segment):
         raise TemplateError(f"bad literal segment {segment!r}")
-    return re.escape(segment), 1
+    return re.escape(segment), 1, 0
 
 
 def parse(template: str) -> PathTemplate:
@@ -96,7 +109,7 @@ def parse(template: str) -> PathTemplate:
     body, verb = _split_verb(template)
     pieces: list[str] = []
     variables: list[Variable] = []
-    literals = 0
+    literals = wildcards = 0
     segments = _segments(body[1:])
     for index, segment in enumerate(segments):
         is_last = index == len(segments) - 1
@@ -110,15 +123,17 @@ def parse(template: str) -> PathTemplate:
             inner = _segments(pattern) if pattern else ["*"]
             compiled = []
             for position, part in enumerate(inner):
-                regex, literal = _segment_regex(part, is_last and position == len(inner) - 1)
+                regex, literal, wild = _segment_regex(part, is_last and position == len(inner) - 1)
                 compiled.append(regex)
                 literals += literal
+                wildcards += wild
             multi = len(inner) > 1 or "**" in inner
             pieces.append(f"(?P<{group}>{'/'.join(compiled)})")
             variables.append(Variable(field_path, group, multi))
         else:
-            regex, literal = _segment_regex(segment, is_last)
+            regex, literal, wild = _segment_regex(segment, is_last)
             pieces.append(regex)
             literals += literal
+            wildcards += wild
     pattern = "/" + "/".join(pieces) + (f":{re.escape(verb)}" if verb else "")
-    return PathTemplate(template, re.compile(pattern), tuple(variables), literals)
+    return PathTemplate(template, re.compile(pattern), tuple(variables), literals, verb, wildcards)

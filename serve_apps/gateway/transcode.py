@@ -20,6 +20,10 @@ from serve_apps.gateway.descriptors import descriptor_of
 from serve_apps.gateway.routes import Route
 
 _FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+_WRAPPERS = frozenset(
+    f"google.protobuf.{name}Value"
+    for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
+)
 
 
 class TranscodeError(ValueError):
@@ -48,6 +52,14 @@ def _resolve(descriptor: Descriptor, path: str) -> list[FieldDescriptor]:
 
 
 def _scalar(field: FieldDescriptor, raw: str, name: str) -> Any:
+    """A path or query string as the JSON value json_format expects for this field."""
+    wrapped = field.message_type
+    if wrapped is not None:
+        if wrapped.full_name in _WRAPPERS:  # Int64Value etc.: convert as the value they wrap
+            return _scalar(wrapped.fields_by_name["value"], raw, name)
+        if not wrapped.full_name.startswith("google.protobuf."):
+            raise TranscodeError(f"field {name!r} is a message and cannot be set from a string")
+        return raw  # Timestamp, Duration, FieldMask: their JSON form is a string
     if field.type == FieldDescriptor.TYPE_BOOL:
         if raw.lower() not in ("true", "false", "1", "0"):
             raise TranscodeError(f"field {name!r}: expected true or false, got {raw!r}")
@@ -57,11 +69,9 @@ def _scalar(field: FieldDescriptor, raw: str, name: str) -> Any:
             return float(raw)
         except ValueError:
             raise TranscodeError(f"field {name!r}: expected a number, got {raw!r}") from None
-    if field.message_type is not None and not field.message_type.full_name.startswith(
-        "google.protobuf."
-    ):
-        raise TranscodeError(f"field {name!r} is a message and cannot be set from a string")
-    return raw  # strings, enums, 64/32-bit ints and well-known types parse from JSON strings
+    if field.enum_type is not None and raw.lstrip("-").isdigit():
+        return int(raw)  # enums by number as well as by name, as grpc-gateway accepts
+    return raw  # strings, enum names, 32/64-bit ints (json_format parses them from strings)
 
 
 def _assign(target: dict[str, Any], fields: list[FieldDescriptor], value: Any) -> None:
@@ -87,7 +97,11 @@ def request_message(
         if route.body == "*":
             if not isinstance(parsed, dict):
                 raise TranscodeError("request body must be a JSON object")
-            document = {_field(descriptor, key).name: value for key, value in parsed.items()}
+            for key, value in parsed.items():
+                name = _field(descriptor, key).name
+                if name in document:
+                    raise TranscodeError(f"field {name!r} is given twice in the body")
+                document[name] = value
         else:
             document[_field(descriptor, route.body).name] = parsed
             bound.add(_field(descriptor, route.body).name)
@@ -133,9 +147,19 @@ def _json_body(body: bytes) -> Any:
     if not body.strip():
         return {}
     try:
-        return json.loads(body)
+        return json.loads(body, object_pairs_hook=_unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TranscodeError(f"request body is not valid JSON: {exc}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A repeated key would silently keep the last value; say so instead."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise TranscodeError(f"duplicate key {key!r} in the request body")
+        document[key] = value
+    return document
 
 
 def response_document(route: Route, message: Message) -> Any:

@@ -1,8 +1,14 @@
-"""The gateway end to end over HTTP: the real Serve deployment in front of the real services."""
+"""The gateway end to end over HTTP: the real Serve deployment in front of the real services.
+
+Tests that need a domain app skip while its module does not exist; the gateway's own behaviour
+(routing errors, transcoding errors, auth, buckets, health, OpenAPI) is tested with tokens
+minted directly, so it needs none of them.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,6 +18,11 @@ from dmb.launcher import LocalSystem
 from dmb.settings import Settings
 
 PASSWORD = "gateway password"
+
+
+def _needs(*apps: str) -> None:
+    for app in apps:
+        pytest.importorskip(f"serve_apps.{app}", reason=f"the {app} app is not written yet")
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +48,7 @@ def _register_and_login(base: str) -> dict[str, Any]:
 
 
 def test_full_flow_register_login_post_like_comment(base: str) -> None:
+    _needs("users", "posts", "follows")
     alice = _register_and_login(base)
     bob = _register_and_login(base)
     post = requests.post(
@@ -84,39 +96,73 @@ def test_full_flow_register_login_post_like_comment(base: str) -> None:
     assert denied.json()["code"] == 7
 
 
-def test_errors_follow_the_contract(base: str) -> None:
-    me = _register_and_login(base)
-    assert requests.get(f"{base}/v1/nothing", timeout=30).status_code == 404
-    wrong_verb = requests.put(f"{base}/v1/posts", headers=me["headers"], timeout=30)
+def test_gateway_errors_follow_the_contract(base: str, issue_token: Callable[[int], str]) -> None:
+    """Everything the gateway answers itself, before any service is called."""
+    token = {"Authorization": f"Bearer {issue_token(424242)}"}
+    missing = requests.get(f"{base}/v1/nothing", timeout=30)
+    assert missing.status_code == 404
+    assert missing.json() == {"code": 5, "message": "no route for GET /v1/nothing", "details": []}
+    assert "RateLimit-Limit" in missing.headers
+    wrong_verb = requests.put(f"{base}/v1/posts", headers=token, timeout=30)
     assert wrong_verb.status_code == 405
     assert "POST" in wrong_verb.headers["Allow"]
-    malformed = requests.post(
-        f"{base}/v1/posts", data=b"{not json", headers=me["headers"], timeout=30
-    )
+    malformed = requests.post(f"{base}/v1/posts", data=b"{not json", headers=token, timeout=30)
     assert malformed.status_code == 400
+    assert malformed.json()["code"] == 3
     unknown = requests.post(
-        f"{base}/v1/posts",
-        json={"content": "x", "colour": "red"},
-        headers=me["headers"],
-        timeout=30,
+        f"{base}/v1/posts", json={"content": "x", "colour": "red"}, headers=token, timeout=30
     )
     assert unknown.status_code == 400
     assert "colour" in unknown.json()["message"]
     wrong_type = requests.get(
-        f"{base}/v1/users/{me['userId']}/posts",
-        params={"pageSize": "many"},
-        headers=me["headers"],
-        timeout=30,
+        f"{base}/v1/users/1/posts", params={"pageSize": "many"}, headers=token, timeout=30
     )
     assert wrong_type.status_code == 400
     assert "page_size" in wrong_type.json()["message"]
+    body_type = requests.post(f"{base}/v1/posts", json={"content": 5}, headers=token, timeout=30)
+    assert body_type.status_code == 400
+    assert "content" in body_type.json()["message"]
     huge = requests.post(
-        f"{base}/v1/posts",
-        json={"content": "x" * 2_000_000},
-        headers=me["headers"],
-        timeout=30,
+        f"{base}/v1/posts", json={"content": "x" * 2_000_000}, headers=token, timeout=30
     )
     assert huge.status_code == 413
+    no_token = requests.post(f"{base}/v1/posts", json={"content": "x"}, timeout=30)
+    assert no_token.status_code == 401
+    assert no_token.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_request_ids_reach_the_response_once(base: str) -> None:
+    given = requests.get(f"{base}/healthz", headers={"X-Request-Id": "trace-me-42"}, timeout=30)
+    assert given.headers["X-Request-Id"] == "trace-me-42"
+    made = requests.get(f"{base}/healthz", timeout=30)
+    assert made.headers["X-Request-Id"]
+    assert "," not in made.headers["X-Request-Id"]  # one header, not Serve's and ours
+
+
+def test_the_user_bucket_answers_429_with_retry_after(
+    base: str, settings: Settings, issue_token: Callable[[int], str]
+) -> None:
+    """Refused-by-the-gateway requests (unknown query field: 400) still spend the user's tokens."""
+    token = {"Authorization": f"Bearer {issue_token(uuid.uuid4().int % 10**12)}"}
+    statuses = []
+    for _ in range(settings.rate_limit_user_capacity + 20):
+        response = requests.get(
+            f"{base}/v1/users/1/stats", params={"bogus": "1"}, headers=token, timeout=30
+        )
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            assert int(response.headers["Retry-After"]) >= 1
+            assert response.headers["RateLimit-Remaining"] == "0"
+            assert response.json()["code"] == 8
+            break
+    assert statuses[-1] == 429
+    assert set(statuses[:-1]) == {400}
+    assert len(statuses) > settings.rate_limit_user_capacity  # plus what refilled meanwhile
+
+
+def test_errors_from_services_follow_the_contract(base: str) -> None:
+    _needs("users", "posts")
+    me = _register_and_login(base)
     empty = requests.post(
         f"{base}/v1/posts", json={"content": ""}, headers=me["headers"], timeout=30
     )
@@ -139,6 +185,7 @@ def test_errors_follow_the_contract(base: str) -> None:
 
 
 def test_auth_is_required_and_logout_revokes(base: str) -> None:
+    _needs("users")
     no_token = requests.get(f"{base}/v1/feed", timeout=30)
     assert no_token.status_code == 401
     assert no_token.headers["WWW-Authenticate"].startswith("Bearer")
@@ -164,6 +211,7 @@ def test_auth_is_required_and_logout_revokes(base: str) -> None:
 
 
 def test_rate_limit_headers_and_healthz_and_openapi(base: str, settings: Settings) -> None:
+    _needs("users")
     me = _register_and_login(base)
     response = requests.get(f"{base}/v1/users/{me['userId']}", headers=me["headers"], timeout=30)
     assert int(response.headers["RateLimit-Limit"]) == settings.rate_limit_user_capacity
@@ -172,7 +220,7 @@ def test_rate_limit_headers_and_healthz_and_openapi(base: str, settings: Setting
     assert response.headers["X-Request-Id"]
     health = requests.get(f"{base}/healthz", timeout=30)
     assert health.status_code == 200, health.text
-    assert set(health.json()["dependencies"]) == {"redis", "postgres", "kafka"}
+    assert {"redis", "postgres", "kafka"} <= set(health.json()["dependencies"])
     document = requests.get(f"{base}/openapi.json", timeout=30).json()
     assert document["openapi"].startswith("3.")
     assert "post" in document["paths"]["/v1/posts"]
@@ -182,6 +230,7 @@ def test_rate_limit_headers_and_healthz_and_openapi(base: str, settings: Setting
 
 
 def test_user_bucket_rejects_with_429_and_retry_after(base: str, settings: Settings) -> None:
+    _needs("users", "follows")
     me = _register_and_login(base)
     statuses = []
     for _ in range(settings.rate_limit_user_capacity + 20):

@@ -6,38 +6,25 @@ is all it takes to expose it: no gateway code names this service.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from google.protobuf import descriptor_pb2
 from google.protobuf.message import Message
 
-from dmb import codegen
 from serve_apps.gateway.descriptors import MethodSpec, build_service_map, exposed
 from serve_apps.gateway.openapi import build_document
 from serve_apps.gateway.routes import RouteNotFound, RouteTable, VerbNotAllowed
 from serve_apps.gateway.templates import TemplateError, parse
 from serve_apps.gateway.transcode import TranscodeError, request_message, response_document
-
-TEST_PROTOS = Path(__file__).resolve().parents[1] / "protos"
+from tests.protos.compile import compile_descriptor_set
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory: pytest.TempPathFactory) -> dict[str, MethodSpec]:
-    from grpc_tools import protoc
+def files(tmp_path_factory: pytest.TempPathFactory) -> descriptor_pb2.FileDescriptorSet:
+    return compile_descriptor_set(tmp_path_factory.mktemp("library"))
 
-    out = tmp_path_factory.mktemp("library") / "set.binpb"
-    includes = [str(TEST_PROTOS), *codegen._include_paths()]
-    args = [
-        "protoc",
-        *(f"-I{path}" for path in includes),
-        f"--descriptor_set_out={out}",
-        "--include_imports",
-        "testonly/v1/library.proto",
-    ]
-    assert protoc.main(args) == 0
-    files = descriptor_pb2.FileDescriptorSet()
-    files.ParseFromString(out.read_bytes())
+
+@pytest.fixture(scope="module")
+def library(files: descriptor_pb2.FileDescriptorSet) -> dict[str, MethodSpec]:
     return build_service_map(files)
 
 
@@ -174,3 +161,74 @@ def test_single_segment_variables_are_percent_decoded() -> None:
     assert template.match("/v1/users/a/b") is None
     multi = parse("/v1/{name=files/**}")
     assert multi.match("/v1/files/a%2Fb/c") == {"name": "files/a%2Fb/c"}
+
+
+def test_a_custom_verb_wins_over_a_variable_that_would_swallow_it(table: RouteTable) -> None:
+    match = table.match("GET", "/v1/shelves/s1/books/b2:preview")
+    assert match.route.method.name == "PreviewBook"
+    assert match.path_values == {"name": "shelves/s1/books/b2"}
+    assert table.match("GET", "/v1/shelves/s1/books/b2").route.method.name == "GetBook"
+
+
+def test_body_star_takes_either_name_form_and_the_path_wins(table: RouteTable) -> None:
+    body = b'{"theme": "sf", "id": "other", "max_books": 3}'
+    message = _request(table, "PUT", "/v1/shelves/s1", body=body)
+    assert (message.id, message.theme, message.max_books) == ("s1", "sf", 3)  # type: ignore[attr-defined]
+    assert _request(table, "PUT", "/v1/shelves/s", body=b'{"maxBooks": 4}').max_books == 4  # type: ignore[attr-defined]
+    with pytest.raises(TranscodeError, match=r"max_books.*twice"):
+        _request(table, "PUT", "/v1/shelves/s1", body=b'{"max_books": 1, "maxBooks": 2}')
+    with pytest.raises(TranscodeError, match="duplicate key 'theme'"):
+        _request(table, "PUT", "/v1/shelves/s1", body=b'{"theme": "a", "theme": "b"}')
+    with pytest.raises(TranscodeError, match="JSON object"):
+        _request(table, "PUT", "/v1/shelves/s1", body=b"[1, 2]")
+
+
+def test_enums_by_number_and_wrappers_from_the_query(table: RouteTable) -> None:
+    message = _request(
+        table,
+        "GET",
+        "/v1/books:search",
+        query=[("filter.genre", "1"), ("maxPages", "300")],
+    )
+    assert message.filter.genre == 1  # type: ignore[attr-defined]
+    assert message.HasField("max_pages")
+    assert message.max_pages.value == 300  # type: ignore[attr-defined]
+    with pytest.raises(TranscodeError, match="max_pages"):
+        _request(table, "GET", "/v1/books:search", query=[("maxPages", "lots")])
+
+
+def test_an_encoded_slash_stays_inside_one_segment(table: RouteTable) -> None:
+    match = table.match("ARCHIVE", "/v1/books/a%2Fb")
+    assert match.path_values == {"id": "a/b"}
+    with pytest.raises(RouteNotFound):
+        table.match("GET", "/v1/shelves/s1/books/a/b/c/d")
+
+
+def test_routes_are_tried_most_specific_first() -> None:
+    ordered = sorted(
+        [parse("/v1/{name=**}"), parse("/v1/{id}"), parse("/v1/x"), parse("/v1/{id}:go")],
+        key=lambda template: template.specificity,
+    )
+    assert [t.source for t in ordered] == ["/v1/{id}:go", "/v1/x", "/v1/{id}", "/v1/{name=**}"]
+
+
+def test_openapi_carries_comments_nested_query_and_wrappers(
+    table: RouteTable, files: descriptor_pb2.FileDescriptorSet
+) -> None:
+    document = build_document(table.routes, files)
+    schemas = document["components"]["schemas"]
+    assert schemas["testonly.v1.Shelf"]["description"] == "A shelf of books."
+    assert schemas["testonly.v1.Shelf"]["properties"]["id"]["description"] == "Unique per library."
+    search = document["paths"]["/v1/books:search"]["get"]
+    by_name = {p["name"]: p for p in search["parameters"]}
+    assert {"filter.minPages", "filter.signed", "filter.genre"} <= set(by_name)
+    assert by_name["filter.minPages"]["schema"] == {"type": "string", "format": "int64"}
+    assert by_name["filter.genre"]["schema"]["enum"] == ["GENRE_UNSPECIFIED", "GENRE_FICTION"]
+    assert by_name["tags"]["schema"]["type"] == "array"
+    assert by_name["maxPages"]["schema"]["format"] == "int64"
+    preview = document["paths"]["/v1/{name}:preview"]["get"]
+    assert preview["summary"].startswith("Shows a book's first pages")
+    assert search["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/testonly.v1.Book"},
+    }

@@ -1,0 +1,99 @@
+"""/openapi.json from the product's own descriptor set: the DESIGN.md §4 table, and nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from serve_apps.gateway.descriptors import build_service_map, exposed, load_descriptor_set
+from serve_apps.gateway.openapi import build_document
+from serve_apps.gateway.routes import RouteTable
+
+CONTRACT = {  # DESIGN.md §4: path -> verb -> operationId
+    "/v1/users": {"post": "UserService_Register"},
+    "/v1/auth/login": {"post": "UserService_Login"},
+    "/v1/auth/refresh": {"post": "UserService_Refresh"},
+    "/v1/auth/logout": {"post": "UserService_Logout"},
+    "/v1/users/{user_id}": {"get": "UserService_GetUser"},
+    "/v1/users/{user_id}/follow": {
+        "post": "FollowService_Follow",
+        "delete": "FollowService_Unfollow",
+    },
+    "/v1/users/{user_id}/followers": {"get": "FollowService_ListFollowers"},
+    "/v1/users/{user_id}/following": {"get": "FollowService_ListFollowing"},
+    "/v1/users/{user_id}/stats": {"get": "FollowService_GetStats"},
+    "/v1/posts": {"post": "PostService_CreatePost"},
+    "/v1/posts/{post_id}": {"get": "PostService_GetPost", "delete": "PostService_DeletePost"},
+    "/v1/users/{user_id}/posts": {"get": "PostService_ListUserPosts"},
+    "/v1/posts/{post_id}/likes": {
+        "post": "PostService_LikePost",
+        "delete": "PostService_UnlikePost",
+    },
+    "/v1/posts/{post_id}/comments": {
+        "post": "PostService_AddComment",
+        "get": "PostService_ListComments",
+    },
+    "/v1/posts/{post_id}/comments/{comment_id}": {"delete": "PostService_DeleteComment"},
+    "/v1/feed": {"get": "FeedService_GetHomeFeed"},
+    "/healthz": {"get": "healthz"},
+    "/openapi.json": {"get": "openapi"},
+}
+PUBLIC = {"UserService_Register", "UserService_Login", "UserService_Refresh"}
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    files = load_descriptor_set()
+    routes = RouteTable(exposed(build_service_map(files).values())).routes
+    return build_document(routes, files)
+
+
+def test_exactly_the_contracts_routes(document: dict[str, Any]) -> None:
+    served = {
+        path: {verb: op["operationId"] for verb, op in item.items()}
+        for path, item in document["paths"].items()
+    }
+    assert served == CONTRACT  # internal methods (GetUsers, GetPosts) are not exposed
+
+
+def test_public_routes_need_no_token_and_the_rest_do(document: dict[str, Any]) -> None:
+    for path, item in document["paths"].items():
+        if path in ("/healthz", "/openapi.json"):
+            continue
+        for operation in item.values():
+            public = operation["operationId"] in PUBLIC
+            assert ("security" not in operation) is public, operation["operationId"]
+            assert ("401" not in operation["responses"]) is public
+
+
+def test_parameters_and_schemas_follow_the_canonical_json(document: dict[str, Any]) -> None:
+    listing = document["paths"]["/v1/users/{user_id}/posts"]["get"]
+    params = {(p["in"], p["name"]): p["schema"] for p in listing["parameters"]}
+    assert params[("path", "user_id")] == {"type": "string", "format": "int64"}
+    assert ("query", "pageSize") in params
+    assert ("query", "cursor") in params
+    create = document["paths"]["/v1/posts"]["post"]
+    assert create["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/dmb.v1.CreatePostRequest"
+    }
+    assert create["parameters"] == []  # body "*": nothing left for the query
+    post = document["components"]["schemas"]["dmb.v1.Post"]["properties"]
+    assert {"id", "authorId", "content", "createdAt", "likeCount", "commentCount"} <= set(post)
+    assert post["authorId"]["type"] == "string"  # int64 as a JSON string
+    assert create["summary"]  # from the .proto comment
+
+
+def test_every_reference_resolves(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+
+    def refs(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            found = [node["$ref"]] if "$ref" in node else []
+            return found + [r for value in node.values() for r in refs(value)]
+        if isinstance(node, list):
+            return [r for value in node for r in refs(value)]
+        return []
+
+    for ref in refs(document):
+        assert ref.removeprefix("#/components/schemas/") in schemas, ref
