@@ -12,7 +12,6 @@ from tests.infra import infra_checks
 Rendered = dict[str, list[dict[str, Any]]]
 
 
-
 @pytest.fixture(scope="session")
 def rendered() -> Rendered:
     """Every kustomization folder checked by scripts/check-infra, rendered once."""
