@@ -3,27 +3,47 @@
 `feed:<user>` holds post ids (score = id, so newest first) written by fan-out on write and
 trimmed to DMB_FEED_MAX_LENGTH. `posts:<author>` holds each author's recent posts: celebrities'
 posts are read from there at request time instead of being fanned out. Either set is rebuilt
-from Postgres when missing, so losing Redis loses no feed. A member "0" with score 0 marks a
-rebuilt set that is empty; reads only look at scores above 0.
+from Postgres when missing, so losing Redis loses no feed.
+
+Writes only ever add to a set that exists. A write into a missing (evicted, flushed) set would
+create it holding just the new post, and the next read would take that for the whole feed; so
+the write is skipped and the rebuild brings the post along. A rebuild first puts the member "0"
+(score 0) into the set, then reads the primary, then adds what it read: a post committed before
+the read is in the read, and a fan-out after the mark finds the set and writes. Reads only look
+at scores above 0, and an empty rebuilt set keeps just the mark.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from dmb.domain import follows
 from dmb.domain.identity import Caller
 from dmb.domain.paging import Page, encode_cursor
 from dmb.domain.posts import Posts
 from dmb.settings import Settings
-from dmb.stores.postgres import Database
+from dmb.stores.postgres import AsyncConn, Database
 from dmb.v1 import resources_pb2
 
 _EMPTY_MARK = "0"
+# KEYS[1] a sorted set; ARGV[1] its maximum length; ARGV[2..] post ids (each its own score).
+_ADD_IF_PRESENT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i])
+end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[1]) + 1))
+return 1
+"""
+_ADD_IF_PRESENT_SHA = hashlib.sha1(_ADD_IF_PRESENT.encode()).hexdigest()  # noqa: S324 - Redis' name
 
 
 def feed_key(user_id: int) -> str:
@@ -40,14 +60,11 @@ class FeedWriter:
     def __init__(self, redis: aioredis.Redis, max_length: int) -> None:
         self._redis = redis
         self._max = max_length
+        self._loaded = False
 
     async def add_to_feeds(self, post_id: int, user_ids: Sequence[int]) -> None:
-        """One pipelined round trip: ZADD the post into each feed, then trim each feed."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for user_id in user_ids:
-                pipe.zadd(feed_key(user_id), {str(post_id): post_id})
-                pipe.zremrangebyrank(feed_key(user_id), 0, -(self._max + 1))
-            await pipe.execute()
+        """One pipelined round trip: add the post to each existing feed and trim it."""
+        await self._add_if_present([(feed_key(user), [post_id]) for user in user_ids])
 
     async def remove_from_feeds(self, post_ids: Sequence[int], user_ids: Sequence[int]) -> None:
         if not post_ids:
@@ -59,20 +76,30 @@ class FeedWriter:
             await pipe.execute()
 
     async def add_author_post(self, author_id: int, post_id: int) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(author_key(author_id), {str(post_id): post_id})
-            pipe.zremrangebyrank(author_key(author_id), 0, -(self._max + 1))
-            await pipe.execute()
+        await self._add_if_present([(author_key(author_id), [post_id])])
 
     async def remove_author_post(self, author_id: int, post_id: int) -> None:
         await self._redis.zrem(author_key(author_id), str(post_id))
 
     async def merge(self, user_id: int, post_ids: Sequence[int]) -> None:
-        if not post_ids:
-            return
+        if post_ids:
+            await self._add_if_present([(feed_key(user_id), post_ids)])
+
+    async def _add_if_present(self, writes: Sequence[tuple[str, Sequence[int]]]) -> None:
+        """Every write in one pipeline of single-key script calls (fine on Redis Cluster)."""
+        try:
+            await self._run(writes)
+        except NoScriptError:  # Redis restarted or flushed its scripts: load again, replay
+            self._loaded = False
+            await self._run(writes)
+
+    async def _run(self, writes: Sequence[tuple[str, Sequence[int]]]) -> None:
+        if not self._loaded:
+            await self._redis.script_load(_ADD_IF_PRESENT)
+            self._loaded = True
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(feed_key(user_id), {str(p): p for p in post_ids})
-            pipe.zremrangebyrank(feed_key(user_id), 0, -(self._max + 1))
+            for key, post_ids in writes:
+                pipe.evalsha(_ADD_IF_PRESENT_SHA, 1, key, self._max, *post_ids)
             await pipe.execute()
 
 
@@ -83,7 +110,13 @@ class FeedPage:
 
 
 class HomeFeed:
-    """GetHomeFeed: merge the fanned-out feed with followed celebrities' recent posts."""
+    """GetHomeFeed: merge the fanned-out feed with followed celebrities' recent posts.
+
+    One page costs one database connection (celebrities followed, then hydration, on it), one
+    pipelined Redis round trip for every sorted set's window and existence, and the counters
+    read, which runs beside the hydration query. Sets found missing are rebuilt from Postgres
+    and read again; that only happens after an eviction or a Redis flush.
+    """
 
     def __init__(self, settings: Settings, db: Database, redis: aioredis.Redis, posts: Posts):
         self._settings = settings
@@ -93,38 +126,77 @@ class HomeFeed:
 
     async def page(self, caller: Caller, page: Page) -> FeedPage:
         user = caller.user_id
-        celebrities = await follows.celebrities_followed_by(
-            self._db, user, self._settings.celebrity_threshold
-        )
-        await self._ensure_feed(user)
-        for celebrity in celebrities:
-            await self.ensure_author_set(celebrity)
-        keys = [feed_key(user), *[author_key(c) for c in celebrities]]
-        upper = f"({page.after}" if page.after else "+inf"
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.zrevrangebyscore(key, upper, "(0", start=0, num=page.size + 1)
-            replies = await pipe.execute()
-        candidates = sorted({int(m) for reply in replies for m in reply}, reverse=True)
-        window = candidates[: page.size]
-        more = len(candidates) > page.size
-        hydrated = await self._posts.get_many(window, for_user=user)
+        async with self._db.reading(for_user=user) as conn:
+            celebrities = await follows.celebrities_followed_on(
+                conn, user, self._settings.celebrity_threshold
+            )
+            windows = await self._windows(conn, user, celebrities, page)
+            candidates = sorted({post_id for ids in windows for post_id in ids}, reverse=True)
+            window = candidates[: page.size]
+            more = len(candidates) > page.size
+            hydrated = await self._posts.hydrate(conn, window)
         visible = [p for p in hydrated if p.author_id != user]
         return FeedPage(visible, encode_cursor(window[-1]) if more and window else "")
 
-    async def _ensure_feed(self, user_id: int) -> None:
-        if await self._redis.exists(feed_key(user_id)):
-            return
-        async with self._db.reading(for_user=user_id) as conn:
-            cursor = await conn.execute(
-                "SELECT p.id FROM follows f JOIN posts p ON p.author_id = f.followee_id "
-                "LEFT JOIN user_stats s ON s.user_id = f.followee_id "
-                "WHERE f.follower_id = %s AND coalesce(s.follower_count, 0) < %s "
-                "ORDER BY p.id DESC LIMIT %s",
-                (user_id, self._settings.celebrity_threshold, self._settings.feed_max_length),
-            )
+    async def _windows(
+        self, conn: AsyncConn, user: int, celebrities: Sequence[int], page: Page
+    ) -> list[list[int]]:
+        """The next `page.size + 1` ids below the cursor of the user's feed and of each
+        celebrity's set, in one round trip; missing sets are rebuilt, then read again."""
+        keys = [feed_key(user), *[author_key(c) for c in celebrities]]
+        upper = f"({page.after}" if page.after else "+inf"
+        windows, missing = await self._read_windows(keys, upper, page.size + 1)
+        if missing:
+            for index in missing:
+                if index == 0:
+                    await self._rebuild_feed(user)
+                else:
+                    await self._rebuild_author_set(celebrities[index - 1])
+            again, _ = await self._read_windows([keys[i] for i in missing], upper, page.size + 1)
+            for index, ids in zip(missing, again, strict=True):
+                windows[index] = ids
+        return windows
+
+    async def _read_windows(
+        self, keys: Sequence[str], upper: str, count: int
+    ) -> tuple[list[list[int]], list[int]]:
+        """Each key's window (scores above 0: the mark is skipped) and which keys are missing,
+        from one pipeline."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.zrevrangebyscore(key, upper, "(0", start=0, num=count)
+                pipe.exists(key)
+            replies = await pipe.execute()
+        windows = [[int(member) for member in replies[2 * i]] for i in range(len(keys))]
+        missing = [i for i in range(len(keys)) if not replies[2 * i + 1]]
+        return windows, missing
+
+    async def _rebuild_feed(self, user_id: int) -> None:
+        await self._rebuild(
+            feed_key(user_id),
+            "SELECT p.id FROM follows f JOIN posts p ON p.author_id = f.followee_id "
+            "LEFT JOIN user_stats s ON s.user_id = f.followee_id "
+            "WHERE f.follower_id = %s AND coalesce(s.follower_count, 0) < %s "
+            "ORDER BY p.id DESC LIMIT %s",
+            (user_id, self._settings.celebrity_threshold, self._settings.feed_max_length),
+        )
+
+    async def _rebuild_author_set(self, author_id: int) -> list[int]:
+        return await self._rebuild(
+            author_key(author_id),
+            "SELECT id FROM posts WHERE author_id = %s ORDER BY id DESC LIMIT %s",
+            (author_id, self._settings.feed_max_length),
+        )
+
+    async def _rebuild(self, key: str, query: str, params: tuple[Any, ...]) -> list[int]:
+        """Mark, read the primary, add (the order the module docstring explains)."""
+        await self._redis.zadd(key, {_EMPTY_MARK: 0})
+        async with self._db.reading(fresh=True) as conn:
+            cursor = await conn.execute(query, params)
             ids = [int(row[0]) for row in await cursor.fetchall()]
-        await self._store(feed_key(user_id), ids)
+        if ids:
+            await self._redis.zadd(key, {str(i): i for i in ids})
+        return ids
 
     async def ensure_author_set(self, author_id: int) -> list[int]:
         """The author's recent post ids (rebuilding the set from Postgres when missing)."""
@@ -132,15 +204,4 @@ class HomeFeed:
         cached = cast(list[bytes], await self._redis.zrevrangebyscore(key, "+inf", "(0"))
         if cached or await self._redis.exists(key):
             return [int(member) for member in cached]
-        async with self._db.reading() as conn:
-            cursor = await conn.execute(
-                "SELECT id FROM posts WHERE author_id = %s ORDER BY id DESC LIMIT %s",
-                (author_id, self._settings.feed_max_length),
-            )
-            ids = [int(row[0]) for row in await cursor.fetchall()]
-        await self._store(key, ids)
-        return ids
-
-    async def _store(self, key: str, ids: Sequence[int]) -> None:
-        members = {str(i): i for i in ids} or {_EMPTY_MARK: 0}
-        await self._redis.zadd(key, members)
+        return await self._rebuild_author_set(author_id)

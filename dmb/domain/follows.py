@@ -44,12 +44,17 @@ async def user_exists(conn: AsyncConn, user_id: int) -> bool:
 async def celebrities_followed_by(db: Database, user_id: int, threshold: int) -> list[int]:
     """Accounts `user_id` follows whose follower count reaches `threshold` (fan-out on read)."""
     async with db.reading(for_user=user_id) as conn:
-        cursor = await conn.execute(
-            "SELECT f.followee_id FROM follows f JOIN user_stats s ON s.user_id = f.followee_id "
-            "WHERE f.follower_id = %s AND s.follower_count >= %s",
-            (user_id, threshold),
-        )
-        return [int(row[0]) for row in await cursor.fetchall()]
+        return await celebrities_followed_on(conn, user_id, threshold)
+
+
+async def celebrities_followed_on(conn: AsyncConn, user_id: int, threshold: int) -> list[int]:
+    """celebrities_followed_by on a connection the caller already holds."""
+    cursor = await conn.execute(
+        "SELECT f.followee_id FROM follows f JOIN user_stats s ON s.user_id = f.followee_id "
+        "WHERE f.follower_id = %s AND s.follower_count >= %s",
+        (user_id, threshold),
+    )
+    return [int(row[0]) for row in await cursor.fetchall()]
 
 
 async def follower_ids_page(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -113,16 +114,27 @@ class Posts:
         if not post_ids:
             return []
         async with self._db.reading(for_user=for_user) as conn:
+            return await self.hydrate(conn, post_ids)
+
+    async def hydrate(self, conn: AsyncConn, post_ids: Sequence[int]) -> list[resources_pb2.Post]:
+        """get_many on a connection the caller holds: the rows query and the counters read run
+        concurrently (counts of posts the query does not return are simply not used)."""
+        ids = list(post_ids)
+        if not ids:
+            return []
+
+        async def rows_by_id() -> dict[int, Any]:
             cursor = await conn.execute(
                 f"SELECT {_POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.author_id "
                 "WHERE p.id = ANY(%s)",
-                (list(post_ids),),
+                (ids,),
             )
-            rows = {int(row[0]): row for row in await cursor.fetchall()}
-        counts = await self.counters.get(list(rows))
+            return {int(row[0]): row for row in await cursor.fetchall()}
+
+        rows, counts = await asyncio.gather(rows_by_id(), self.counters.get(ids))
         return [
             post_message(rows[post_id], counts.get(post_id, Counts()))
-            for post_id in post_ids
+            for post_id in ids
             if post_id in rows
         ]
 
