@@ -1,9 +1,14 @@
 """Postgres access: writes on the primary, reads on the replica, read-your-writes by WAL position.
 
-After a caller writes, `remember_write()` stores the primary's WAL position (LSN) under the
-caller's id in Redis for a short while. A read on behalf of that caller goes to the replica only
-once the replica has replayed up to that position, otherwise to the primary. Everyone else reads
-the replica. Without a replica URL all reads use the primary.
+After a caller's write commits, the primary's WAL position (LSN) is stored under the caller's
+id in Redis for a short while (`remember_write()` inside the transaction asks for it; the
+position is taken after COMMIT, so it covers the commit record: taken before, a replica could
+have replayed up to it and still not show the row). A read on behalf of that caller goes to the
+replica only once the replica has replayed up to that position, otherwise to the primary.
+Everyone else reads the replica. Without a replica URL all reads use the primary.
+
+Connections are in autocommit mode: a read is one statement and one round trip, where an
+implicit transaction would add a BEGIN and a COMMIT to each; writes open explicit transactions.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class Database:
             raise ValueError("DMB_DATABASE_URL is not set (start the local stack with `dmb up`)")
         self._timeout = settings.store_timeout_seconds
         self._redis = redis
+        self._writers: dict[AsyncConn, int] = {}  # open transactions that asked for RYW
         self.primary = self._pool(settings.database_url.get_secret_value(), settings, "primary")
         replica_url = settings.database_replica_url
         self.replica = (
@@ -51,6 +57,7 @@ class Database:
             name=name,
             open=False,
             kwargs={
+                "autocommit": True,
                 "connect_timeout": max(1, int(settings.store_timeout_seconds)),
                 "options": f"-c statement_timeout={int(settings.store_timeout_seconds * 1000)}",
             },
@@ -69,8 +76,16 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConn]:
         """A connection on the primary inside a transaction (committed on clean exit)."""
-        async with self._connection(self.primary) as conn, conn.transaction():
-            yield conn
+        async with self._connection(self.primary) as conn:
+            try:
+                async with conn.transaction():
+                    yield conn
+            except BaseException:
+                self._writers.pop(conn, None)
+                raise
+            writer = self._writers.pop(conn, None)
+            if writer is not None:
+                await self._record_position(conn, writer)
 
     @asynccontextmanager
     async def reading(
@@ -86,9 +101,12 @@ class Database:
             yield conn
 
     async def remember_write(self, conn: AsyncConn, user_id: int) -> None:
-        """Record the WAL position of `user_id`'s write so their next reads see it."""
-        if self.replica is None or self._redis is None:
-            return
+        """Inside `transaction()`: once it commits, `user_id`'s next reads must see this write."""
+        if self.replica is not None and self._redis is not None:
+            self._writers[conn] = user_id
+
+    async def _record_position(self, conn: AsyncConn, user_id: int) -> None:
+        assert self._redis is not None
         row = await (await conn.execute("SELECT pg_current_wal_insert_lsn()::text")).fetchone()
         if row is None:
             return
