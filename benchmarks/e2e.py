@@ -5,6 +5,7 @@ In one run, on one local system (stores + Ray + every Serve app + the ceiling ap
    the HTTP gateway only) headless at each user count for a bounded time;
 2. runs the same user counts against Serve's ceiling: a bare deployment, and an ingress making
    one DeploymentHandle call (the shape of every request of ours);
+   and, for the per-route targets, only home-feed reads and only authenticated GETs of a post;
 3. runs the same mix against the monolith baseline (benchmarks/monolith.py: the same gateway
    core and domain code in one ASGI process, no Ray) on the same stores;
 4. measures post-to-follower-feed freshness while the product is under load;
@@ -27,6 +28,7 @@ import asyncio
 import csv
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -54,6 +56,8 @@ from serve_apps.topology import APPLICATIONS  # noqa: E402
 LOCUST = str(Path(sys.executable).with_name("locust"))
 PASSWORD = "bench-pass-123"  # noqa: S105 - the seeded load-test accounts' password
 PREFIX = "bench"
+# product: the full mix; feed_only / post_only: one route each (home feed; GET of one post).
+TARGETS = ("product", "feed_only", "post_only", "monolith", "hop", "bare")
 
 
 def run_locust(
@@ -191,6 +195,7 @@ def bench_settings(folder: Path) -> Settings:
         data_dir=folder,
         http_port=free_port(),
         grpc_port=free_port(),
+        jwt_access_ttl_seconds=3600,  # sessions are logged in once, before every run
         rate_limit_ip_capacity=10**9,
         rate_limit_ip_refill_per_sec=10**9,
         rate_limit_user_capacity=10**9,
@@ -213,6 +218,7 @@ def main() -> int:
     parser.add_argument("--ingress", choices=["haproxy", "default"], default="haproxy")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
+    wrk.require()  # the handle-vs-gRPC step needs it: fail now, not after the long runs
     args.out.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="dmb-e2e-", dir="/tmp"))
     folder.chmod(0o755)
@@ -261,6 +267,9 @@ def main() -> int:
             try:
                 monolith_base = f"http://127.0.0.1:{monolith_port}"
                 wait_ok(f"{monolith_base}/healthz")
+                sessions = folder / "sessions.json"
+                sessions.write_text(json.dumps(log_in(base, args.users, max(args.levels))))
+                load_env["LOAD_SESSIONS"] = str(sessions)
                 locustfile = str(ROOT / "benchmarks" / "locustfile.py")
                 ceiling = str(ROOT / "benchmarks" / "locust_ceiling.py")
                 for level in args.levels:
@@ -277,6 +286,22 @@ def main() -> int:
                             "p50": statistics.median(samples) if samples else None,
                             "p99": samples[int(len(samples) * 0.99)] if samples else None,
                         }
+                    feed_only = run_locust(
+                        base,
+                        level,
+                        args.seconds,
+                        locustfile,
+                        folder,
+                        load_env | {"LOAD_MIX": "feed"},
+                    )
+                    post_only = run_locust(
+                        base,
+                        level,
+                        args.seconds,
+                        locustfile,
+                        folder,
+                        load_env | {"LOAD_MIX": "post"},
+                    )
                     bare = run_locust(
                         base, level, args.seconds, ceiling, folder, {"CEILING_PATH": "/bare"}
                     )
@@ -288,6 +313,8 @@ def main() -> int:
                     )
                     report["levels"][level] = {
                         "product": product,
+                        "feed_only": feed_only,
+                        "post_only": post_only,
                         "bare": bare,
                         "hop": hop,
                         "monolith": mono,
@@ -304,6 +331,22 @@ def main() -> int:
     plot(report, args.out / f"e2e-{stamp}.png")
     print(f"wrote {args.out}/e2e-{stamp}.json and .png")
     return 0
+
+
+def log_in(base: str, accounts: int, count: int) -> list[dict[str, str]]:
+    """`count` distinct seeded accounts' sessions, logged in before any clock starts."""
+    sessions = []
+    for number in random.Random(7).sample(range(accounts), count):
+        username = f"{PREFIX}{number}"
+        reply = requests.post(
+            f"{base}/v1/auth/login", json={"username": username, "password": PASSWORD}, timeout=60
+        )
+        reply.raise_for_status()
+        body = reply.json()
+        sessions.append(
+            {"username": username, "userId": body["userId"], "accessToken": body["accessToken"]}
+        )
+    return sessions
 
 
 def hop_vs_grpc(base: str, system: LocalSystem, settings: Settings, level: int) -> dict[str, Any]:
@@ -338,7 +381,7 @@ def print_report(report: dict[str, Any]) -> None:
     for level, runs in report["levels"].items():
         hop_rps = summarize(runs["hop"]).get("rps", 0) or 1
         mono_rps = summarize(runs["monolith"]).get("rps", 0) or 1
-        for target in ("product", "monolith", "hop", "bare"):
+        for target in TARGETS:
             agg = summarize(runs[target])
             print(
                 f"{level:>5} {target:<10} {agg.get('rps', 0):>8.0f} {agg.get('p50_ms', 0):>7.0f} "
@@ -377,7 +420,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     figure, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4))
     levels = sorted(int(level) for level in report["levels"])
-    for target in ("product", "monolith", "hop", "bare"):
+    for target in TARGETS:
         aggs = [summarize(report["levels"][level][target]) for level in levels]
         latency.plot(levels, [a.get("p50_ms", 0) for a in aggs], marker="o", label=f"{target} p50")
         latency.plot(

@@ -78,6 +78,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    wrk.require()
     rows = measure(False, args.seconds, args.connections) + measure(
         True, args.seconds, args.connections
     )

@@ -7,15 +7,23 @@ expected behaviour under load: it is counted (as `rate_limited`) but not as a fa
 
 Environment: LOAD_USER_PREFIX (default "seed"), LOAD_USER_COUNT (1000), LOAD_PASSWORD
 (default: the seed's default password), LOAD_THINK_SECONDS (pause between a user's requests,
-uniform in [0, value]; default 0.05; benchmarks/e2e.py sets 0 to match the ceiling's users).
+uniform in [0, value]; default 0.05; benchmarks/e2e.py sets 0 to match the ceiling's users),
+LOAD_SESSIONS: a JSON file of logged-in sessions ([{"username", "userId", "accessToken"}]) to
+use instead of logging in (e2e.py logs in before the clock starts: an argon2id login costs more
+CPU than hundreds of reads, and would be measured as part of the steady state), LOAD_MIX: `full`
+(default, the mix above), `feed` (home-feed reads only) or `post` (authenticated
+GETs of one post only: the cheapest full API request, what e2e.py sets against the 1-hop ceiling).
 
     locust -f benchmarks/locustfile.py --host http://127.0.0.1:8000 --headless -u 50 -r 10 -t 60s
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import random
+from pathlib import Path
 from typing import Any
 
 from locust import FastHttpUser, between, events, task
@@ -24,6 +32,9 @@ from locust.exception import StopUser
 USER_PREFIX = os.environ.get("LOAD_USER_PREFIX", "seed")
 USER_COUNT = int(os.environ.get("LOAD_USER_COUNT", "1000"))
 PASSWORD = os.environ.get("LOAD_PASSWORD", "seed-pass-123")
+MIX = os.environ.get("LOAD_MIX", "full")
+_SESSIONS_FILE = os.environ.get("LOAD_SESSIONS")
+SESSIONS = itertools.cycle(json.loads(Path(_SESSIONS_FILE).read_text())) if _SESSIONS_FILE else None
 RATE_LIMITED: dict[str, int] = {}
 
 
@@ -44,21 +55,30 @@ class SocialUser(FastHttpUser):
     wait_time = between(0.0, float(os.environ.get("LOAD_THINK_SECONDS", "0.05")))
 
     def on_start(self) -> None:
-        self.username = f"{USER_PREFIX}{random.randrange(USER_COUNT)}"
+        body = next(SESSIONS) if SESSIONS else self._login()
+        self.username = body["username"]
+        self.user_id = body["userId"]
+        self.headers = {"Authorization": f"Bearer {body['accessToken']}"}
+        self.known_posts: list[str] = []
+        self.known_users: list[str] = [self.user_id]
+        if MIX == "post":  # posts to read: the home feed's, else one of our own
+            self.read_home_feed()
+            if not self.known_posts:
+                self.compose_post()
+
+    def _login(self) -> dict[str, Any]:
+        username = f"{USER_PREFIX}{random.randrange(USER_COUNT)}"
         with self.client.post(
             "/v1/auth/login",
-            json={"username": self.username, "password": PASSWORD},
+            json={"username": username, "password": PASSWORD},
             name="POST /v1/auth/login",
             catch_response=True,
         ) as response:
             if response.status_code != 200:
                 response.failure(f"login failed: {response.status_code} {response.text[:200]}")
                 raise StopUser()
-            body = response.json()
-        self.user_id = body["userId"]
-        self.headers = {"Authorization": f"Bearer {body['accessToken']}"}
-        self.known_posts: list[str] = []
-        self.known_users: list[str] = [self.user_id]
+            body: dict[str, Any] = response.json()
+        return body | {"username": username}
 
     def _call(self, method: str, path: str, name: str, **kwargs: Any) -> Any:
         with self.client.request(
@@ -124,3 +144,14 @@ class SocialUser(FastHttpUser):
         other = random.choice(self.known_users)
         if other != self.user_id:
             self._call("POST", f"/v1/users/{other}/follow", "POST /v1/users/{user_id}/follow")
+
+    def read_post(self) -> None:
+        post = random.choice(self.known_posts)
+        self._call("GET", f"/v1/posts/{post}", "GET /v1/posts/{post_id}")
+
+
+_SINGLE_ROUTE = {"feed": SocialUser.read_home_feed, "post": SocialUser.read_post}
+if MIX != "full":
+    if MIX not in _SINGLE_ROUTE:
+        raise SystemExit(f"LOAD_MIX must be full, feed or post, not {MIX!r}")
+    SocialUser.tasks = [_SINGLE_ROUTE[MIX]]

@@ -46,6 +46,14 @@ def parse(url: str, connections: int, seconds: int, output: str) -> WrkResult:
     )
 
 
+def require() -> str:
+    """The wrk binary; benchmarks call this first so a missing tool stops them at once."""
+    binary = shutil.which("wrk")
+    if binary is None:
+        raise SystemExit("wrk not found: apt-get install wrk")
+    return binary
+
+
 def run(
     url: str,
     connections: int = 32,
@@ -53,9 +61,7 @@ def run(
     threads: int = 2,
     headers: dict[str, str] | None = None,
 ) -> WrkResult:
-    binary = shutil.which("wrk")
-    if binary is None:
-        raise RuntimeError("wrk not found: apt-get install wrk")
+    binary = require()
     completed = subprocess.run(
         [
             binary,
