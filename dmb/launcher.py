@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dmb.localstack import LocalStack
+from dmb.localstack.process import free_port
 from dmb.settings import Settings
 from dmb.stores.migrate import migrate
 from serve_apps.topology import APPLICATIONS, AppSpec, local_serve_config
@@ -112,7 +113,9 @@ class LocalSystem:
         Its defaults put config, sockets and state in /tmp/haproxy-serve, shared by every
         cluster on the machine (tests and `dmb up` would overwrite each other's). The folder is
         short and in /tmp because Ray adds a 56-character node id below it and HAProxy refuses
-        socket paths over 97 characters.
+        socket paths over 97 characters. Its stats and metrics listeners default to fixed ports
+        (8404, 9101) on every address, so a second system on the machine (tests beside `dmb up`)
+        could not start: they get free ports too.
         """
         assert self.stack is not None
         digest = hashlib.sha256(str(self.stack.data_dir).encode()).hexdigest()[:10]
@@ -126,6 +129,8 @@ class LocalSystem:
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(base),
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(base / "server-state"),
             "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(base / "metrics.sock"),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         }
 
     def redeploy(self, deployments: dict[str, list[dict[str, Any]]]) -> None:

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
+from dmb.launcher import LocalSystem
 from dmb.localstack import read_state
 from dmb.localstack.process import free_port, pid_alive
 
@@ -54,7 +56,9 @@ def test_status_when_nothing_runs(data_dir: Path) -> None:
     assert "not running" in result.stdout
 
 
-def test_up_status_migrate_down(data_dir: Path) -> None:
+def test_up_status_migrate_down(data_dir: Path, serve_system: LocalSystem) -> None:
+    """Beside the test session's own running system: two systems on one machine must not
+    collide (HAProxy's stats and metrics listeners once had fixed ports)."""
     env = _env(data_dir)
     log_path = data_dir / "up.out"
     with log_path.open("w") as log:
@@ -71,6 +75,9 @@ def test_up_status_migrate_down(data_dir: Path) -> None:
         assert "running." in output, output
         assert f"HTTP  http://127.0.0.1:{env['DMB_HTTP_PORT']}" in output
         assert f"gRPC  127.0.0.1:{env['DMB_GRPC_PORT']}" in output
+        health = requests.get(f"http://127.0.0.1:{env['DMB_HTTP_PORT']}/healthz", timeout=30)
+        assert health.status_code == 200, health.text
+        assert serve_system.addresses()["http"] != f"http://127.0.0.1:{env['DMB_HTTP_PORT']}"
 
         status = _run(["status"], env)
         assert status.returncode == 0, status.stdout + status.stderr
