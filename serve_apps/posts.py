@@ -133,7 +133,7 @@ class PostServiceDeployment:
     ) -> pb.GetPostsResponse:
         async def handle(who: Caller) -> pb.GetPostsResponse:
             await self._res.ready()
-            posts = await self._posts.get_many(request.post_ids, for_user=who.user_id)
+            posts = await self._posts.get_many(request.post_ids, who)
             return pb.GetPostsResponse(posts=posts)
 
         return await self._rpc.run(grpc_context, caller, handle)

@@ -126,7 +126,7 @@ class HomeFeed:
 
     async def page(self, caller: Caller, page: Page) -> FeedPage:
         user = caller.user_id
-        async with self._db.reading(for_user=user) as conn:
+        async with self._db.reading(for_user=user, known=caller.write_position) as conn:
             celebrities = await follows.celebrities_followed_on(
                 conn, user, self._settings.celebrity_threshold
             )

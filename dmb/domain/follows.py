@@ -113,7 +113,7 @@ class FollowGraph:
 
     async def stats(self, caller: Caller, user_id: int) -> FollowStats:
         _positive(user_id)
-        async with self._db.reading(for_user=caller.user_id) as conn:
+        async with self._db.reading(for_user=caller.user_id, known=caller.write_position) as conn:
             cursor = await conn.execute(
                 "SELECT coalesce(s.follower_count, 0), coalesce(s.following_count, 0) "
                 "FROM users u LEFT JOIN user_stats s ON s.user_id = u.id WHERE u.id = %s",
@@ -129,7 +129,7 @@ class FollowGraph:
         self, caller: Caller, user_id: int, page: Page, owner_column: str, other_column: str
     ) -> IdPage:
         _positive(user_id)
-        async with self._db.reading(for_user=caller.user_id) as conn:
+        async with self._db.reading(for_user=caller.user_id, known=caller.write_position) as conn:
             if not await user_exists(conn, user_id):
                 raise NotFound(f"user {user_id} does not exist")
             cursor = await conn.execute(

@@ -97,13 +97,13 @@ class Posts:
 
     async def get(self, caller: Caller, post_id: int) -> resources_pb2.Post:
         _positive(post_id, "post_id")
-        posts = await self.get_many([post_id], for_user=caller.user_id)
+        posts = await self.get_many([post_id], caller)
         if not posts:
             raise NotFound(f"post {post_id} does not exist")
         return posts[0]
 
     async def get_many(
-        self, post_ids: Sequence[int], for_user: int | None = None
+        self, post_ids: Sequence[int], reader: Caller | None = None
     ) -> list[resources_pb2.Post]:
         """Posts in the order asked, deleted or unknown ones left out: one query, one Redis trip.
 
@@ -113,7 +113,10 @@ class Posts:
             raise InvalidArgument(f"at most {MAX_BATCH} post ids per call")
         if not post_ids:
             return []
-        async with self._db.reading(for_user=for_user) as conn:
+        async with self._db.reading(
+            for_user=reader.user_id if reader else None,
+            known=reader.write_position if reader else None,
+        ) as conn:
             return await self.hydrate(conn, post_ids)
 
     async def hydrate(self, conn: AsyncConn, post_ids: Sequence[int]) -> list[resources_pb2.Post]:
@@ -153,7 +156,7 @@ class Posts:
 
     async def list_by_author(self, caller: Caller, user_id: int, page: Page) -> PostPage:
         _positive(user_id, "user_id")
-        async with self._db.reading(for_user=caller.user_id) as conn:
+        async with self._db.reading(for_user=caller.user_id, known=caller.write_position) as conn:
             exists = await (
                 await conn.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))
             ).fetchone()
@@ -219,7 +222,7 @@ class Posts:
 
     async def list_comments(self, caller: Caller, post_id: int, page: Page) -> CommentPage:
         _positive(post_id, "post_id")
-        async with self._db.reading(for_user=caller.user_id) as conn:
+        async with self._db.reading(for_user=caller.user_id, known=caller.write_position) as conn:
             await self._require_post(conn, post_id)
             cursor = await conn.execute(
                 "SELECT id, post_id, author_id, content, created_at FROM comments "

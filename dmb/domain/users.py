@@ -173,7 +173,7 @@ class UserAccounts:
     async def get_user(self, caller: Caller, user_id: int) -> resources_pb2.User:
         if user_id <= 0:
             raise InvalidArgument("user_id must be a positive id")
-        async with self._db.reading(for_user=caller.user_id) as conn:
+        async with self._db.reading(for_user=caller.user_id, known=caller.write_position) as conn:
             cursor = await conn.execute(
                 "SELECT id, username, email, created_at FROM users WHERE id = %s", (user_id,)
             )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import psycopg
 import redis.asyncio as aioredis
@@ -29,8 +30,18 @@ AsyncConn = psycopg.AsyncConnection[TupleRow]
 READ_YOUR_WRITES_SECONDS = 30
 
 
-def _ryw_key(user_id: int) -> str:
+def write_position_key(user_id: int) -> str:
+    """Where the WAL position of `user_id`'s latest write is kept (for READ_YOUR_WRITES_SECONDS)."""
     return f"dmb:ryw:{user_id}"
+
+
+@dataclass(frozen=True)
+class WritePosition:
+    """A user's latest write position, already read from Redis earlier in the same request
+    (the gateway reads it in the round trip it makes anyway); `lsn` None: no recent write.
+    Passed to `reading()`, it spares the read a Redis lookup of its own."""
+
+    lsn: str | None
 
 
 class Database:
@@ -89,14 +100,17 @@ class Database:
 
     @asynccontextmanager
     async def reading(
-        self, for_user: int | None = None, fresh: bool = False
+        self,
+        for_user: int | None = None,
+        fresh: bool = False,
+        known: WritePosition | None = None,
     ) -> AsyncIterator[AsyncConn]:
         """A connection for reads: the replica unless it lags behind `for_user`'s last write.
 
         `fresh` reads the primary: for rare reads that must see every commit (login right
         after registering, before the caller has an identity to track).
         """
-        pool = self.primary if fresh else await self._read_pool(for_user)
+        pool = self.primary if fresh else await self._read_pool(for_user, known)
         async with self._connection(pool) as conn:
             yield conn
 
@@ -112,17 +126,24 @@ class Database:
             return
         # Without Redis, reads may lag by the replica's delay; the write itself is safe.
         with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError):
-            await self._redis.set(_ryw_key(user_id), row[0], ex=READ_YOUR_WRITES_SECONDS)
+            await self._redis.set(write_position_key(user_id), row[0], ex=READ_YOUR_WRITES_SECONDS)
 
-    async def _read_pool(self, for_user: int | None) -> AsyncConnectionPool[AsyncConn]:
+    async def _read_pool(
+        self, for_user: int | None, known: WritePosition | None
+    ) -> AsyncConnectionPool[AsyncConn]:
         if self.replica is None:
             return self.primary
-        if for_user is None or self._redis is None:
+        if for_user is None or (self._redis is None and known is None):
             return self.replica
-        try:
-            lsn = await self._redis.get(_ryw_key(for_user))
-        except (aioredis.ConnectionError, aioredis.TimeoutError):
-            return self.primary  # cannot tell: the primary is always fresh
+        lsn: str | bytes | None
+        if known is not None:
+            lsn = known.lsn
+        else:
+            assert self._redis is not None
+            try:
+                lsn = await self._redis.get(write_position_key(for_user))
+            except (aioredis.ConnectionError, aioredis.TimeoutError):
+                return self.primary  # cannot tell: the primary is always fresh
         if lsn is None:
             return self.replica
         async with self._connection(self.replica) as conn:

@@ -17,7 +17,7 @@ import re
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from dmb.domain.errors import DomainError, Unauthenticated
 from dmb.domain.identity import Caller, TokenVerifier, bearer_token, denylist_key
 from dmb.settings import Settings
+from dmb.stores.postgres import WritePosition, write_position_key
 from dmb.stores.redis import create_redis
 from serve_apps.gateway import openapi
 from serve_apps.gateway.buckets import Decision, degraded, request_buckets
@@ -182,7 +183,7 @@ class GatewayCore:
                 challenge = bearer_challenge(token_presented=bool(authorization))
                 refusal = Refusal(exc.code, exc.message, challenge)
         # Charged even for requests about to be refused: 404 scans and bad tokens cost tokens.
-        decision, revoked = await self._admit(request, caller, exempt=own)
+        decision, revoked, caller = await self._admit(request, caller, exempt=own)
         if decision is None:
             return error_response(
                 grpc.StatusCode.UNAVAILABLE, "rate limiter unavailable (failing closed)"
@@ -256,23 +257,33 @@ class GatewayCore:
 
     async def _admit(
         self, request: Request, caller: Caller | None, exempt: bool = False
-    ) -> tuple[Decision | None, bool]:
-        """Charge the buckets and read the denylist in one round trip.
+    ) -> tuple[Decision | None, bool, Caller | None]:
+        """Charge the buckets, read the denylist and the caller's latest write position in one
+        round trip. Returns (decision, revoked, the caller carrying its write position).
 
         Without Redis: admitted (fail-open) or None (fail-closed; the gateway's own endpoints
-        stay up so /healthz can say what is wrong).
+        stay up so /healthz can say what is wrong); the write position stays unknown, and the
+        service looks it up itself.
         """
         buckets = request_buckets(
             self.settings, self._client_ip(request), caller.user_id if caller else None
         )
-        deny_key = denylist_key(caller.jti) if caller is not None else None
+        if caller is None:
+            deny_key = position_key = None
+        else:
+            deny_key, position_key = denylist_key(caller.jti), write_position_key(caller.user_id)
         try:
-            return await self._limiter.check(buckets, also_exists=deny_key)
+            checked = await self._limiter.check(
+                buckets, also_exists=deny_key, also_get=position_key
+            )
         except RateLimiterUnavailable as exc:
             self._metrics.redis_failed()
             fail_open = self.settings.rate_limit_fail_open
             self._log_failure(exc, fail_open)
-            return (degraded(buckets) if fail_open or exempt else None), False
+            return (degraded(buckets) if fail_open or exempt else None), False, caller
+        if caller is not None:
+            caller = replace(caller, write_position=WritePosition(checked.value))
+        return checked.decision, checked.key_exists, caller
 
     def _log_failure(self, exc: Exception, fail_open: bool) -> None:
         """At most one line a second while Redis is down: every request fails the same way."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,15 @@ from serve_apps.gateway.buckets import BucketSpec, BucketState, Decision, decide
 
 SCRIPT = Path(__file__).with_name("ratelimit.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One check's answers: the decision, and what was asked of the other keys on the way."""
+
+    decision: Decision
+    key_exists: bool = False
+    value: str | None = None
 
 
 class RateLimiterUnavailable(Exception):
@@ -69,37 +79,48 @@ class RateLimiter:
         self._loaded = False
 
     async def check(
-        self, buckets: Sequence[BucketSpec], also_exists: str | None = None
-    ) -> tuple[Decision, bool]:
+        self,
+        buckets: Sequence[BucketSpec],
+        also_exists: str | None = None,
+        also_get: str | None = None,
+    ) -> Checked:
         """Charge one token from every bucket (all or nothing) and, in the same round trip,
-        tell whether the key `also_exists` exists. Returns (decision, key_exists)."""
+        tell whether the key `also_exists` exists and read the string at `also_get`."""
         if self._clock() < self._failed_until:
             raise RateLimiterUnavailable("Redis failed moments ago; not retrying yet")
         try:
             try:
-                return await self._check(buckets, also_exists)
+                return await self._check(buckets, also_exists, also_get)
             except NoScriptError:
                 self._loaded = False
-                return await self._check(buckets, also_exists)
+                return await self._check(buckets, also_exists, also_get)
         except (RedisError, OSError) as exc:
             self._failed_until = self._clock() + self._cooldown
             raise RateLimiterUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def _check(
-        self, buckets: Sequence[BucketSpec], also_exists: str | None
-    ) -> tuple[Decision, bool]:
+        self, buckets: Sequence[BucketSpec], also_exists: str | None, also_get: str | None
+    ) -> Checked:
         if not self._loaded:
             await self._redis.script_load(SCRIPT)
             self._loaded = True
         args = script_args(buckets)
-        if also_exists is None:
+        if also_exists is None and also_get is None:
             reply = await self._redis.evalsha(SCRIPT_SHA, len(buckets), *args)
-            return parse_reply(buckets, reply), False
+            return Checked(parse_reply(buckets, reply))
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.evalsha(SCRIPT_SHA, len(buckets), *args)
-            pipe.exists(also_exists)
-            reply, exists = await pipe.execute(raise_on_error=False)
-        for answer in (reply, exists):
+            if also_exists is not None:
+                pipe.exists(also_exists)
+            if also_get is not None:
+                pipe.get(also_get)
+            answers = await pipe.execute(raise_on_error=False)
+        for answer in answers:
             if isinstance(answer, Exception):
                 raise answer
-        return parse_reply(buckets, reply), bool(exists)
+        reply, extra = answers[0], list(answers[1:])
+        exists = bool(extra.pop(0)) if also_exists is not None else False
+        value = extra.pop(0) if also_get is not None else None
+        return Checked(
+            parse_reply(buckets, reply), exists, value.decode() if value is not None else None
+        )

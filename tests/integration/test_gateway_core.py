@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 from dmb.domain.errors import NotFound, Unavailable
 from dmb.domain.identity import Caller, denylist_key
 from dmb.settings import Settings
+from dmb.stores.postgres import WritePosition, write_position_key
 from dmb.v1 import users_pb2
 from serve_apps.gateway.core import GatewayCore
 from serve_apps.gateway.descriptors import MethodSpec
@@ -174,6 +175,22 @@ def test_the_verified_subject_is_the_caller_and_its_bucket_answers(
     assert caller is not None
     assert caller.user_id == user_id
     assert len(dispatcher.calls) == 3  # two stats calls and the login
+
+
+def test_the_caller_carries_its_latest_write_position_to_the_service(
+    proxied: Settings, issue_token: Callable[[int], str], redis_url: str
+) -> None:
+    writer, reader = (uuid.uuid4().int % 10**12 for _ in range(2))
+    dispatcher = Recorder(_echo_caller)
+    with redis.Redis.from_url(redis_url) as client:
+        client.set(write_position_key(writer), b"0/3000060", ex=60)
+    for client in _client(proxied, dispatcher):
+        for user in (writer, reader):
+            headers = {**_from(_fresh_ip()), "Authorization": f"Bearer {issue_token(user)}"}
+            assert client.get("/v1/users/5/stats", headers=headers).status_code == 200
+    positions = [caller.write_position for _, _, caller in dispatcher.calls if caller]
+    # Read in the rate limiter's round trip: the service needs no Redis lookup of its own.
+    assert positions == [WritePosition("0/3000060"), WritePosition(None)]
 
 
 def test_a_logged_out_token_is_refused(

@@ -54,7 +54,7 @@ def test_concurrent_replicas_never_admit_more_than_a_bucket_holds(settings: Sett
         finally:
             for client in clients:
                 await client.aclose()
-        return sum(1 for decision, _ in decisions if decision.allowed), left
+        return sum(1 for checked in decisions if checked.decision.allowed), left
 
     admitted, left = asyncio.run(main())
     assert admitted == 50
@@ -68,7 +68,7 @@ def test_one_call_charges_every_bucket_or_none(settings: Settings) -> None:
         limiter = RateLimiter(client)
         seen = []
         for _ in range(4):
-            decision, _ = await limiter.check([ip, user])
+            decision = (await limiter.check([ip, user])).decision
             ip_left = float(await client.hget(ip.key, "tokens") or -1)
             user_left = float(await client.hget(user.key, "tokens") or -1)
             seen.append((decision.allowed, round(ip_left), round(user_left)))
@@ -89,7 +89,7 @@ def test_the_script_agrees_with_the_reference_model(settings: Settings) -> None:
         limiter = RateLimiter(client)
         out = []
         for _ in range(5):
-            decision, _ = await limiter.check(buckets)
+            decision = (await limiter.check(buckets)).decision
             out.append((decision.allowed, decision.limit, decision.remaining))
         return out
 
@@ -113,11 +113,11 @@ def test_refill_runs_on_redis_time(settings: Settings) -> None:
         limiter = RateLimiter(client)
         await limiter.check(slow)
         await limiter.check(slow)
-        refused, _ = await limiter.check(slow)
+        refused = (await limiter.check(slow)).decision
         await limiter.check(fast)
-        drained, _ = await limiter.check(fast)
+        drained = (await limiter.check(fast)).decision
         await asyncio.sleep(0.2)  # at least 4 tokens' worth on any clock, capped at 1
-        refilled, _ = await limiter.check(fast)
+        refilled = (await limiter.check(fast)).decision
         ttl = await client.pttl(slow[1].key)
         return refused.retry_after_seconds, ttl, drained.allowed, refilled.allowed
 
@@ -134,9 +134,9 @@ def test_the_script_is_reloaded_after_a_script_flush(settings: Settings) -> None
         limiter = RateLimiter(client)
         await limiter.check(buckets)
         await client.script_flush()
-        plain, _ = await limiter.check(buckets)
+        plain = (await limiter.check(buckets)).decision
         await client.script_flush()
-        pipelined, _ = await limiter.check(buckets, also_exists="dmb:jwt:deny:nothing")
+        pipelined = (await limiter.check(buckets, also_exists="dmb:jwt:deny:nothing")).decision
         return plain.allowed, pipelined.allowed
 
     assert _run(settings, scenario) == (True, True)
@@ -148,12 +148,26 @@ def test_the_denylist_lookup_rides_in_the_same_round_trip(settings: Settings) ->
 
     async def scenario(client: aioredis.Redis) -> tuple[bool, bool]:
         limiter = RateLimiter(client)
-        _, before = await limiter.check(buckets, also_exists=key)
+        before = (await limiter.check(buckets, also_exists=key)).key_exists
         await client.set(key, b"1", ex=60)
-        _, after = await limiter.check(buckets, also_exists=key)
+        after = (await limiter.check(buckets, also_exists=key)).key_exists
         return before, after
 
     assert _run(settings, scenario) == (False, True)
+
+
+def test_the_write_position_read_rides_in_the_same_round_trip(settings: Settings) -> None:
+    key = f"dmb:ryw:{uuid.uuid4().hex}"
+    buckets = _pair(ip_capacity=5, user_capacity=5, rate=1)
+
+    async def scenario(client: aioredis.Redis) -> tuple[str | None, str | None, bool]:
+        limiter = RateLimiter(client)
+        before = (await limiter.check(buckets, also_get=key)).value
+        await client.set(key, b"0/16B3748", ex=60)
+        after = await limiter.check(buckets, also_exists=key, also_get=key)
+        return before, after.value, after.key_exists
+
+    assert _run(settings, scenario) == (None, "0/16B3748", True)
 
 
 def test_unreachable_redis_fails_fast_during_the_cool_down() -> None:
