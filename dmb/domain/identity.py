@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,16 @@ class Caller:
 
 
 class TokenVerifier:
-    """Verifies access tokens against the public keys in settings."""
+    """Verifies access tokens against the public keys in settings.
+
+    A token that verified is remembered (by its whole text, signature included, so no other
+    string can hit the entry) until it expires: an Ed25519 check costs ~0.1 ms of CPU, a tenth
+    of the gateway's per-request budget, and a client sends the same token for 15 minutes.
+    Revocation is not cached: the denylist is read on every request. A key removed from
+    settings stops verifying when processes restart, which a key rotation does anyway.
+    """
+
+    CACHE_SIZE = 4096
 
     def __init__(self, settings: Settings, redis: aioredis.Redis | None = None) -> None:
         self._algorithm = settings.jwt_algorithm
@@ -51,9 +61,23 @@ class TokenVerifier:
             kid: jwt.algorithms.get_default_algorithms()[self._algorithm].prepare_key(pem)
             for kid, pem in settings.jwt_public_keys.items()
         }
+        self._verified: OrderedDict[str, Caller] = OrderedDict()
 
     def verify_signature(self, token: str) -> Caller:
         """Check signature and claims (no network). Raises Unauthenticated with the reason."""
+        known = self._verified.get(token)
+        if known is not None:
+            if known.expires_at + self._leeway > time.time():
+                self._verified.move_to_end(token)
+                return known
+            del self._verified[token]  # expired: the full check below says so
+        caller = self._verify(token)
+        self._verified[token] = caller
+        if len(self._verified) > self.CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return caller
+
+    def _verify(self, token: str) -> Caller:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
