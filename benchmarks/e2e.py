@@ -240,20 +240,9 @@ def main() -> int:
             assert settings.database_url is not None
             base = system.addresses()["http"]
             wait_ok(f"{base}/healthz")
-            seed = run_seed(
-                settings.database_url.get_secret_value(),
-                SeedPlan(
-                    users=args.users,
-                    posts=args.posts,
-                    celebrities=2,
-                    follows_per_user=10,
-                    celebrity_threshold=settings.celebrity_threshold,
-                    username_prefix=PREFIX,
-                ),
-                PASSWORD,
-                show_progress=False,
-            )
-            report["seed"] = seed.__dict__
+            report["seed"] = seed_graph(settings, args.users, args.posts)
+            drained_after = wait_until_feed_pipeline_idle()
+            report["seed"]["pipeline_drained_after_s"] = round(drained_after, 1)
             monolith_port = free_port()
             monolith = subprocess.Popen(
                 [
@@ -331,6 +320,52 @@ def main() -> int:
     plot(report, args.out / f"e2e-{stamp}.png")
     print(f"wrote {args.out}/e2e-{stamp}.json and .png")
     return 0
+
+
+def seed_graph(settings: Settings, users: int, posts: int) -> dict[str, Any]:
+    """The benchmark's social graph: `users` accounts (two celebrities), `posts` posts."""
+    assert settings.database_url is not None
+    seeded = run_seed(
+        settings.database_url.get_secret_value(),
+        SeedPlan(
+            users=users,
+            posts=posts,
+            celebrities=2,
+            follows_per_user=10,
+            celebrity_threshold=settings.celebrity_threshold,
+            username_prefix=PREFIX,
+        ),
+        PASSWORD,
+        show_progress=False,
+    )
+    return dict(seeded.__dict__)
+
+
+def wait_until_feed_pipeline_idle(quiet_seconds: float = 10, timeout: float = 600) -> float:
+    """Wait until the feed pipeline has worked off the seed's backlog (one event per seeded
+    post and follow): measuring while it fans out would charge its CPU to the requests.
+    Idle = for `quiet_seconds`, the CDC relay published nothing, the consumer handled nothing
+    and no batch was in flight (long enough for the relay to decode the seed's big
+    transactions). Returns the seconds waited."""
+    import ray
+
+    from actors import cdc_relay, feed_consumer
+    from actors.background import NAMESPACE
+
+    relay = ray.get_actor(cdc_relay.NAME, namespace=NAMESPACE)
+    consumer = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
+    started = time.monotonic()
+    last: tuple[int, int] = (-1, -1)
+    quiet_since = time.monotonic()
+    while time.monotonic() - started < timeout:
+        stats = ray.get(consumer.stats.remote())
+        now = (ray.get(relay.published.remote()), stats["handled"])
+        if now != last or stats["in_flight"]:
+            last, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_seconds:
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise RuntimeError(f"the feed pipeline was still busy after {timeout:.0f} s")
 
 
 def log_in(base: str, accounts: int, count: int) -> list[dict[str, str]]:
