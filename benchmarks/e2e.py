@@ -352,8 +352,8 @@ def wait_until_feed_pipeline_idle(quiet_seconds: float = 10, timeout: float = 60
     from actors import cdc_relay, feed_consumer
     from actors.background import NAMESPACE
 
-    relay = ray.get_actor(cdc_relay.NAME, namespace=NAMESPACE)
-    consumer = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
+    relay: Any = ray.get_actor(cdc_relay.NAME, namespace=NAMESPACE)
+    consumer: Any = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
     started = time.monotonic()
     last: tuple[int, int] = (-1, -1)
     quiet_since = time.monotonic()

@@ -42,11 +42,13 @@ def _count_rate_limited(name: str) -> None:
     RATE_LIMITED[name] = RATE_LIMITED.get(name, 0) + 1
 
 
-@events.quitting.add_listener
 def _report_rate_limited(environment: Any, **_: Any) -> None:
     total = sum(RATE_LIMITED.values())
     if total:
         print(f"rate_limited (429, not failures): {total} {dict(sorted(RATE_LIMITED.items()))}")
+
+
+events.quitting.add_listener(_report_rate_limited)  # type: ignore[no-untyped-call]  # locust: untyped
 
 
 class SocialUser(FastHttpUser):

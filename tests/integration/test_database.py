@@ -39,7 +39,7 @@ def test_a_write_is_remembered_at_a_position_after_its_commit(
                 assert await redis.get(f"dmb:ryw:{user}") is None  # nothing before COMMIT
             stored = await redis.get(f"dmb:ryw:{user}")
             assert stored is not None
-            return before_commit, stored.decode()
+            return before_commit, stored.decode() if isinstance(stored, bytes) else stored
         finally:
             await db.close()
             await redis.aclose()
@@ -57,14 +57,14 @@ async def failing_write(db: Database, user: int) -> None:
 def test_a_failed_transaction_remembers_nothing(settings: Settings, database_url: str) -> None:
     (user,) = make_users(database_url, 1)
 
-    async def scenario() -> bytes | None:
+    async def scenario() -> bytes | str | None:
         redis = create_redis(settings)
         db = Database(settings, redis)
         await db.open()
         try:
             with pytest.raises(psycopg.errors.CheckViolation):
                 await failing_write(db, user)
-            result: bytes | None = await redis.get(f"dmb:ryw:{user}")
+            result: bytes | str | None = await redis.get(f"dmb:ryw:{user}")
             return result
         finally:
             await db.close()
@@ -80,7 +80,7 @@ def test_a_read_is_one_statement_without_a_transaction(settings: Settings) -> No
         try:
             async with db.reading() as conn:
                 await conn.execute("SELECT 1")
-                return conn.pgconn.transaction_status
+                return TransactionStatus(conn.pgconn.transaction_status)
         finally:
             await db.close()
 

@@ -224,7 +224,7 @@ def test_killed_relay_and_worker_lose_nothing(
     relay = ray.get_actor(cdc_relay.NAME, namespace=NAMESPACE)
     ray.kill(relay, no_restart=False)  # Ray restarts it; the slot was not advanced past unsent work
     posts = [_post(handles, author, f"while restarting {i}") for i in range(3)]
-    consumer = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
+    consumer: Any = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
     assert ray.get(consumer.resize.remote(2)) == 2  # resize while work flows
     posts.append(_post(handles, author, "after resize"))
     _eventually(lambda: all(_in_feed(r, fan, p) for p in posts), "every post delivered")
@@ -238,7 +238,7 @@ def test_killed_relay_and_worker_lose_nothing(
 def test_operator_resizes_the_pool_by_editing_the_serve_config(
     serve_system: LocalSystem, handles: dict[str, Any], r: redis.Redis, database_url: str
 ) -> None:
-    consumer = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
+    consumer: Any = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
     serve_system.redeploy(
         {"feed": [{"name": "FanoutSupervisor", "user_config": {"fanout_workers": 3}}]}
     )
@@ -323,7 +323,7 @@ def test_random_graph_converges_through_relay_worker_and_consumer_deaths(
         for followee in followees:
             _follow(handles, user, followee)
     _open(handles, r, *users)
-    consumer = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
+    consumer: Any = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
     authors_of: dict[int, int] = {}
     for i in range(45):
         author = rng.choice(users)

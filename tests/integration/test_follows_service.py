@@ -143,7 +143,7 @@ def test_celebrity_flag_flips_at_the_threshold(settings: Settings, database_url:
         await db.open()
         graph = FollowGraph(primary_only, db)
         try:
-            flags = []
+            flags: list[Any] = []
             for fan in fans:
                 await graph.follow(as_caller(fan), star)
                 flags.append((await graph.stats(as_caller(fan), star)).is_celebrity)

@@ -66,7 +66,7 @@ def test_one_call_charges_every_bucket_or_none(settings: Settings) -> None:
 
     async def scenario(client: aioredis.Redis) -> list[tuple[bool, float, float]]:
         limiter = RateLimiter(client)
-        seen = []
+        seen: list[tuple[bool, float, float]] = []
         for _ in range(4):
             decision = (await limiter.check([ip, user])).decision
             ip_left = float(await client.hget(ip.key, "tokens") or -1)

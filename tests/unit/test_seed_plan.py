@@ -8,7 +8,7 @@ import pytest
 from dmb.seed import SeedError, SeedPlan, plan_follows, post_ids_for
 
 
-def _follows(plan: SeedPlan) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[type-arg]
+def _follows(plan: SeedPlan) -> tuple[np.ndarray, np.ndarray]:
     return plan_follows(plan, np.random.default_rng(plan.seed))
 
 

@@ -104,4 +104,4 @@ def test_overrides_are_validated_like_the_environment() -> None:
 def test_settings_are_immutable() -> None:
     settings: Settings = load_settings(environ={})
     with pytest.raises(ValueError, match="frozen"):
-        settings.http_port = 1  # type: ignore[misc]
+        settings.http_port = 1
