@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
@@ -24,3 +26,21 @@ def make_users(database_url: str, count: int) -> list[int]:
 
 def as_caller(user_id: int) -> Caller:
     return Caller(user_id=user_id, jti=uuid.uuid4().hex, expires_at=2**31)
+
+
+def walk_pages(
+    fetch: Callable[[str], Any], after_first: Callable[[], object] | None = None
+) -> list[int]:
+    """Every post id of a cursor-paged listing, in order: `fetch(cursor)` returns one page (with
+    `posts` and `next_cursor`); `after_first` runs once the first page is in (to write while
+    paging, which must not change what the walk sees)."""
+    seen: list[int] = []
+    cursor = ""
+    while True:
+        page = fetch(cursor)
+        seen += [post.id for post in page.posts]
+        if after_first is not None and cursor == "":
+            after_first()
+        if not page.next_cursor:
+            return seen
+        cursor = page.next_cursor

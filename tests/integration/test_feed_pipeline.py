@@ -28,7 +28,7 @@ from dmb.launcher import LocalSystem
 from dmb.settings import Settings
 from dmb.stores.kafka import create_consumer, decode
 from dmb.v1 import feed_pb2, follows_pb2, posts_pb2
-from tests.integration.helpers import as_caller, make_users
+from tests.integration.helpers import as_caller, make_users, walk_pages
 
 
 @pytest.fixture(scope="module")
@@ -92,14 +92,21 @@ def _open(h: dict[str, Any], r: redis.Redis, *users: int) -> None:
 
 
 def _whole_feed(h: dict[str, Any], user: int, size: int = 50) -> list[int]:
-    seen: list[int] = []
-    cursor = ""
-    while True:
-        page = _feed(h, user, size=size, cursor=cursor)
-        seen += [p.id for p in page.posts]
-        if not page.next_cursor:
-            return seen
-        cursor = page.next_cursor
+    return walk_pages(lambda cursor: _feed(h, user, size=size, cursor=cursor))
+
+
+def _reader_of_a_normal_author_and_a_star(
+    h: dict[str, Any], r: redis.Redis, database_url: str, settings: Settings
+) -> tuple[int, int, int]:
+    """(normal, star, reader): the star has enough fans to be a celebrity, the reader follows
+    both and has an open feed."""
+    normal, star, reader, *fans = make_users(database_url, 3 + settings.celebrity_threshold)
+    for fan in fans:
+        _follow(h, fan, star)
+    _follow(h, reader, normal)
+    _follow(h, reader, star)
+    _open(h, r, reader)
+    return normal, star, reader
 
 
 def test_fan_out_on_write_reaches_followers_and_delete_removes(
@@ -152,12 +159,7 @@ def test_follow_merges_and_unfollow_removes(
 def test_paging_merges_without_repeats_and_rebuilds_a_lost_feed(
     handles: dict[str, Any], r: redis.Redis, database_url: str, settings: Settings
 ) -> None:
-    normal, star, reader, *fans = make_users(database_url, 3 + settings.celebrity_threshold)
-    for fan in fans:
-        _follow(handles, fan, star)
-    _follow(handles, reader, normal)
-    _follow(handles, reader, star)
-    _open(handles, r, reader)
+    normal, star, reader = _reader_of_a_normal_author_and_a_star(handles, r, database_url, settings)
     made = []
     for i in range(5):
         made.append(_post(handles, normal, f"n{i}"))
@@ -170,18 +172,11 @@ def test_paging_merges_without_repeats_and_rebuilds_a_lost_feed(
         "fan-out of normal posts and the celebrity's recent set",
     )
 
-    def walk() -> list[int]:
-        seen, cursor = [], ""
-        while True:
-            page = _feed(handles, reader, size=3, cursor=cursor)
-            seen += [p.id for p in page.posts]
-            if len(seen) == 3:
-                _post(handles, normal, "arrives while paging")  # newer: must not appear
-            if not page.next_cursor:
-                return seen
-            cursor = page.next_cursor
-
-    assert walk()[: len(made)] == sorted(made, reverse=True)
+    walked = walk_pages(
+        lambda cursor: _feed(handles, reader, size=3, cursor=cursor),
+        after_first=lambda: _post(handles, normal, "arrives while paging"),  # must not appear
+    )
+    assert walked[: len(made)] == sorted(made, reverse=True)
     r.delete(f"feed:{reader}", f"posts:{star}")  # Redis lost them
     assert [p.id for p in _feed(handles, reader, size=100).posts][-len(made) :] == sorted(
         made, reverse=True
@@ -270,12 +265,7 @@ def test_a_fan_out_into_a_lost_feed_does_not_truncate_it(
 def test_pagination_walks_a_thousand_post_feed_without_gaps_or_repeats(
     handles: dict[str, Any], r: redis.Redis, database_url: str, settings: Settings
 ) -> None:
-    normal, star, reader, *fans = make_users(database_url, 3 + settings.celebrity_threshold)
-    for fan in fans:
-        _follow(handles, fan, star)
-    _follow(handles, reader, normal)
-    _follow(handles, reader, star)
-    _open(handles, r, reader)
+    normal, star, reader = _reader_of_a_normal_author_and_a_star(handles, r, database_url, settings)
     with psycopg.connect(database_url, autocommit=True) as conn:
         rows = conn.execute(
             "INSERT INTO posts (author_id, content) "
@@ -294,16 +284,10 @@ def test_pagination_walks_a_thousand_post_feed_without_gaps_or_repeats(
         "fan-out of 500 posts and the celebrity's 500 in its recent set",
         120,
     )
-    seen: list[int] = []
-    cursor = ""
-    while True:
-        page = _feed(handles, reader, size=37, cursor=cursor)
-        seen += [p.id for p in page.posts]
-        if len(seen) == 37:
-            _post(handles, normal, "newer than the walk: never shown")
-        if not page.next_cursor:
-            break
-        cursor = page.next_cursor
+    seen = walk_pages(
+        lambda cursor: _feed(handles, reader, size=37, cursor=cursor),
+        after_first=lambda: _post(handles, normal, "newer than the walk: never shown"),
+    )
     assert seen == made
 
 

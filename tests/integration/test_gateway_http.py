@@ -139,16 +139,14 @@ def test_request_ids_reach_the_response_once(base: str) -> None:
     assert "," not in made.headers["X-Request-Id"]  # one header, not Serve's and ours
 
 
-def test_the_user_bucket_answers_429_with_retry_after(
-    base: str, settings: Settings, issue_token: Callable[[int], str]
-) -> None:
-    """Refused-by-the-gateway requests (unknown query field: 400) still spend the user's tokens."""
-    token = {"Authorization": f"Bearer {issue_token(uuid.uuid4().int % 10**12)}"}
+def _statuses_until_429(
+    url: str, headers: dict[str, str], settings: Settings, params: dict[str, str] | None = None
+) -> list[int]:
+    """GET `url` until the user's bucket refuses (a 429 with Retry-After, nothing remaining
+    and code RESOURCE_EXHAUSTED); the statuses seen, the 429 last."""
     statuses = []
     for _ in range(settings.rate_limit_user_capacity + 20):
-        response = requests.get(
-            f"{base}/v1/users/1/stats", params={"bogus": "1"}, headers=token, timeout=30
-        )
+        response = requests.get(url, params=params, headers=headers, timeout=30)
         statuses.append(response.status_code)
         if response.status_code == 429:
             assert int(response.headers["Retry-After"]) >= 1
@@ -156,6 +154,17 @@ def test_the_user_bucket_answers_429_with_retry_after(
             assert response.json()["code"] == 8
             break
     assert statuses[-1] == 429
+    return statuses
+
+
+def test_the_user_bucket_answers_429_with_retry_after(
+    base: str, settings: Settings, issue_token: Callable[[int], str]
+) -> None:
+    """Refused-by-the-gateway requests (unknown query field: 400) still spend the user's tokens."""
+    token = {"Authorization": f"Bearer {issue_token(uuid.uuid4().int % 10**12)}"}
+    statuses = _statuses_until_429(
+        f"{base}/v1/users/1/stats", token, settings, params={"bogus": "1"}
+    )
     assert set(statuses[:-1]) == {400}
     assert len(statuses) > settings.rate_limit_user_capacity  # plus what refilled meanwhile
 
@@ -232,16 +241,5 @@ def test_rate_limit_headers_and_healthz_and_openapi(base: str, settings: Setting
 def test_user_bucket_rejects_with_429_and_retry_after(base: str, settings: Settings) -> None:
     _needs("users", "follows")
     me = _register_and_login(base)
-    statuses = []
-    for _ in range(settings.rate_limit_user_capacity + 20):
-        response = requests.get(
-            f"{base}/v1/users/{me['userId']}/stats", headers=me["headers"], timeout=30
-        )
-        statuses.append(response.status_code)
-        if response.status_code == 429:
-            assert int(response.headers["Retry-After"]) >= 1
-            assert response.headers["RateLimit-Remaining"] == "0"
-            assert response.json()["code"] == 8
-            break
-    assert statuses[-1] == 429
+    statuses = _statuses_until_429(f"{base}/v1/users/{me['userId']}/stats", me["headers"], settings)
     assert all(code == 200 for code in statuses[:-1])

@@ -23,7 +23,7 @@ from dmb.stores.redis import create_redis
 from dmb.v1 import posts_pb2 as pb
 from dmb.v1 import posts_pb2_grpc
 from tests.conftest import grpc_metadata
-from tests.integration.helpers import as_caller, make_users
+from tests.integration.helpers import as_caller, make_users, walk_pages
 
 
 @pytest.fixture(scope="module")
@@ -102,19 +102,13 @@ def test_only_the_author_deletes(posts: Any, database_url: str) -> None:
 def test_user_posts_page_newest_first_without_repeats(posts: Any, database_url: str) -> None:
     (author,) = make_users(database_url, 1)
     made = [_create(posts, author, f"post {i}").id for i in range(7)]
-    seen: list[int] = []
-    cursor = ""
-    while True:
-        page = posts.ListUserPosts.remote(
+    seen = walk_pages(
+        lambda cursor: posts.ListUserPosts.remote(
             pb.ListUserPostsRequest(user_id=author, page_size=3, cursor=cursor),
             caller=as_caller(author),
-        ).result()
-        seen += [p.id for p in page.posts]
-        if len(seen) == 3:
-            _create(posts, author, "arrived while paging")
-        if not page.next_cursor:
-            break
-        cursor = page.next_cursor
+        ).result(),
+        after_first=lambda: _create(posts, author, "arrived while paging"),
+    )
     assert seen == sorted(made, reverse=True)
 
 
