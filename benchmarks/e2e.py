@@ -33,7 +33,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -48,6 +47,7 @@ import requests  # noqa: E402
 from benchmarks import wrk  # noqa: E402
 from benchmarks.ingress import CEILING_APPS, wait_ok  # noqa: E402
 from dmb.launcher import LocalSystem  # noqa: E402
+from dmb.localstack import scratch_data_dir  # noqa: E402
 from dmb.localstack.process import free_port  # noqa: E402
 from dmb.seed import SeedPlan, run_seed  # noqa: E402
 from dmb.settings import Settings, load_settings  # noqa: E402
@@ -220,8 +220,7 @@ def main() -> int:
     args = parser.parse_args()
     wrk.require()  # the handle-vs-gRPC step needs it: fail now, not after the long runs
     args.out.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="dmb-e2e-", dir="/tmp"))
-    folder.chmod(0o755)
+    folder = scratch_data_dir("dmb-e2e-")
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "levels": {}}
     load_env = {
         "LOAD_USER_PREFIX": PREFIX,

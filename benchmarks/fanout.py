@@ -19,7 +19,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import redis.asyncio as aioredis  # noqa: E402
 from actors.fanout_pool import FanoutPool  # noqa: E402
 from dmb.domain.feed import feed_key  # noqa: E402
 from dmb.domain.feed_events import ADD  # noqa: E402
-from dmb.localstack import LocalStack  # noqa: E402
+from dmb.localstack import LocalStack, scratch_data_dir  # noqa: E402
 from dmb.settings import load_settings  # noqa: E402
 
 MOCK_WRITE_SECONDS = 0.0001
@@ -126,8 +125,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="dmb-fanout-", dir="/tmp"))
-    folder.chmod(0o755)
+    folder = scratch_data_dir("dmb-fanout-")
     followers = list(range(1, args.followers + 1))
     try:
         with LocalStack(load_settings(environ={}, data_dir=folder), with_replica=False) as stack:

@@ -11,7 +11,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -22,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import wrk  # noqa: E402
 from dmb.launcher import LocalSystem  # noqa: E402
+from dmb.localstack import scratch_data_dir  # noqa: E402
 from dmb.localstack.process import free_port  # noqa: E402
 from dmb.settings import load_settings  # noqa: E402
 from serve_apps.topology import AppSpec  # noqa: E402
@@ -45,8 +45,7 @@ def wait_ok(url: str, timeout: float = 60) -> None:
 
 
 def measure(fast: bool, seconds: int, connections: int) -> list[dict[str, Any]]:
-    folder = Path(tempfile.mkdtemp(prefix="dmb-bench-", dir="/tmp"))
-    folder.chmod(0o755)
+    folder = scratch_data_dir("dmb-bench-")
     settings = load_settings(
         environ={}, data_dir=folder, http_port=free_port(), grpc_port=free_port()
     )

@@ -7,7 +7,6 @@ data in a fresh folder. Ray and Serve start only when a test asks for `serve_sys
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from dmb.domain.identity import AccessTokenIssuer
 from dmb.launcher import LocalSystem
+from dmb.localstack import scratch_data_dir
 from dmb.localstack.process import free_port
 from dmb.settings import Settings, load_settings
 
@@ -23,8 +23,7 @@ from dmb.settings import Settings, load_settings
 @pytest.fixture(scope="session")
 def stack_data_dir() -> Iterator[Path]:
     """A world-traversable folder, so the unprivileged Postgres account can use it under root."""
-    folder = Path(tempfile.mkdtemp(prefix="dmb-test-", dir="/tmp"))
-    folder.chmod(0o755)
+    folder = scratch_data_dir("dmb-test-")
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
 

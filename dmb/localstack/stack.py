@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +159,14 @@ class LocalStack:
 
 def _describe(pid: int | None, port: int | None, log: Path) -> dict[str, Any]:
     return {"pid": pid, "port": port, "log": str(log)}
+
+
+def scratch_data_dir(prefix: str) -> Path:
+    """A fresh data folder for a throwaway stack (tests, benchmarks), under /tmp (short paths
+    for sockets) and world-enterable: Postgres runs as its own unprivileged user beneath it."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    folder.chmod(0o755)
+    return folder
 
 
 def read_state(data_dir: Path) -> dict[str, Any] | None:

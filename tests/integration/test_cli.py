@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import requests
 
 from dmb.launcher import LocalSystem
-from dmb.localstack import read_state
+from dmb.localstack import read_state, scratch_data_dir
 from dmb.localstack.process import free_port, pid_alive
 
 DMB = [sys.executable, "-m", "dmb.cli"]
@@ -23,8 +22,7 @@ DMB = [sys.executable, "-m", "dmb.cli"]
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="dmb-cli-", dir="/tmp"))
-    folder.chmod(0o755)
+    folder = scratch_data_dir("dmb-cli-")
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 import redis
 
 from dmb.launcher import LocalSystem
-from dmb.localstack import LocalStack, StackError, read_state
+from dmb.localstack import LocalStack, StackError, read_state, scratch_data_dir
 from dmb.localstack.process import pid_alive
 from dmb.localstack.redis import RedisServer
 from dmb.settings import Settings, load_settings
@@ -22,8 +21,7 @@ from dmb.settings import Settings, load_settings
 
 @pytest.fixture
 def scratch_dir() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="dmb-stack-", dir="/tmp"))
-    folder.chmod(0o755)
+    folder = scratch_data_dir("dmb-stack-")
     yield folder
     import shutil
 
