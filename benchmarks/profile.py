@@ -18,7 +18,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from benchmarks.e2e import (  # noqa: E402
 )
 from benchmarks.ingress import wait_ok  # noqa: E402
 from dmb.launcher import LocalSystem  # noqa: E402
+from dmb.localstack import scratch_data_dir  # noqa: E402
 
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))
 SERVICE_OF_MIX = {"feed": "FeedService", "post": "PostService", "full": "FeedService"}
@@ -109,44 +109,37 @@ def summarize(raw: Path, top: int) -> dict[str, Any]:
     }
 
 
-def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    seconds = {}
-    for name, pid in pids.items():
-        try:
-            times = psutil.Process(pid).cpu_times()
-            seconds[name] = times.user + times.system
-        except psutil.Error:
-            seconds[name] = 0.0
-    return seconds
-
-
 GROUPS = [  # other processes whose CPU time is reported, by a marker in their command line
     ("postgres + redis", ("postgres", "redis-server")),
     ("locust (load generator)", ("locust",)),
     ("haproxy", ("haproxy",)),
 ]
+Snapshot = dict[int, tuple[str, float]]  # pid -> (command line, CPU seconds so far)
 
 
-def group_cpu_seconds() -> dict[str, float]:
-    totals = {name: 0.0 for name, _ in GROUPS}
-    for process in psutil.process_iter(["cmdline", "cpu_times"]):
-        line = " ".join(process.info["cmdline"] or [])
-        times = process.info["cpu_times"]
-        for name, markers in GROUPS:
-            if times is not None and any(marker in line for marker in markers):
-                totals[name] += times.user + times.system + times.children_user
-                break
-    return totals
-
-
-def per_process_cpu() -> dict[tuple[int, str], float]:
-    seconds = {}
+def snapshot() -> Snapshot:
+    """Every process's CPU seconds (its own, and its reaped children's: Postgres backends)."""
+    taken: Snapshot = {}
     for process in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
         times = process.info["cpu_times"]
-        title = " ".join(process.info["cmdline"] or [])[:70]
         if times is not None:
-            seconds[(int(process.info["pid"]), title)] = times.user + times.system
-    return seconds
+            seconds = times.user + times.system + times.children_user
+            taken[int(process.info["pid"])] = (" ".join(process.info["cmdline"] or []), seconds)
+    return taken
+
+
+def cpu_report(
+    before: Snapshot, after: Snapshot, replicas: dict[str, int], top: int
+) -> tuple[dict[str, float], list[tuple[float, str]]]:
+    """CPU seconds spent between two snapshots: per replica, per group, and the heaviest."""
+    spent = {pid: (line, sec - before.get(pid, ("", 0.0))[1]) for pid, (line, sec) in after.items()}
+    by_name = {name: spent.get(pid, ("", 0.0))[1] for name, pid in replicas.items()}
+    for name, markers in GROUPS:
+        by_name[name] = sum(
+            sec for line, sec in spent.values() if any(marker in line for marker in markers)
+        )
+    heaviest = sorted(((sec, line[:70]) for line, sec in spent.values()), reverse=True)[:top]
+    return by_name, heaviest
 
 
 def machine_busy_seconds() -> float:
@@ -163,8 +156,7 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="dmb-profile-", dir="/tmp"))
-    folder.chmod(0o755)
+    folder = scratch_data_dir("dmb-profile-")
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
     try:
         with LocalSystem(bench_settings(folder), fast_ingress=True) as system:
@@ -201,9 +193,8 @@ def main() -> int:
             )
             runner.start()
             time.sleep(4)  # past the ramp-up
-            before = cpu_seconds(pids) | group_cpu_seconds()
+            before = snapshot()
             busy_before = machine_busy_seconds()
-            processes_before = per_process_cpu()
             spies = {
                 name: subprocess.Popen(
                     [
@@ -228,16 +219,11 @@ def main() -> int:
             }
             for spy in spies.values():
                 spy.wait(timeout=args.seconds + 60)
-            after = cpu_seconds(pids) | group_cpu_seconds()
             busy = machine_busy_seconds() - busy_before
-            processes = per_process_cpu()
-            deltas = [(sec - processes_before.get(k, 0.0), k[1]) for k, sec in processes.items()]
-            heaviest = sorted(deltas, reverse=True)[: args.top]
+            spent, heaviest = cpu_report(before, snapshot(), pids, args.top)
             runner.join(timeout=args.seconds + 180)
             report["locust"] = locust_result.get("Aggregated", {})
-            report["cpu_seconds"] = {
-                name: round(after[name] - before.get(name, 0.0), 2) for name in after
-            }
+            report["cpu_seconds"] = {name: round(sec, 2) for name, sec in spent.items()}
             report["cpu_seconds"]["everything else (Ray's raylet, GCS, controller, ...)"] = round(
                 busy - sum(report["cpu_seconds"].values()), 2
             )
