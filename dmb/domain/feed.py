@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
@@ -28,7 +28,7 @@ from dmb.domain.identity import Caller
 from dmb.domain.paging import Page, encode_cursor
 from dmb.domain.posts import Posts
 from dmb.settings import Settings
-from dmb.stores.postgres import AsyncConn, Database
+from dmb.stores.postgres import Database
 from dmb.v1 import resources_pb2
 
 _EMPTY_MARK = "0"
@@ -130,7 +130,7 @@ class HomeFeed:
             celebrities = await follows.celebrities_followed_on(
                 conn, user, self._settings.celebrity_threshold
             )
-            windows = await self._windows(conn, user, celebrities, page)
+            windows = await self._windows(user, celebrities, page)
             candidates = sorted({post_id for ids in windows for post_id in ids}, reverse=True)
             window = candidates[: page.size]
             more = len(candidates) > page.size
@@ -138,9 +138,7 @@ class HomeFeed:
         visible = [p for p in hydrated if p.author_id != user]
         return FeedPage(visible, encode_cursor(window[-1]) if more and window else "")
 
-    async def _windows(
-        self, conn: AsyncConn, user: int, celebrities: Sequence[int], page: Page
-    ) -> list[list[int]]:
+    async def _windows(self, user: int, celebrities: Sequence[int], page: Page) -> list[list[int]]:
         """The next `page.size + 1` ids below the cursor of the user's feed and of each
         celebrity's set, in one round trip; missing sets are rebuilt, then read again."""
         keys = [feed_key(user), *[author_key(c) for c in celebrities]]
@@ -158,13 +156,16 @@ class HomeFeed:
         return windows
 
     async def _read_windows(
-        self, keys: Sequence[str], upper: str, count: int
+        self, keys: Sequence[str], upper: str, count: int | None
     ) -> tuple[list[list[int]], list[int]]:
-        """Each key's window (scores above 0: the mark is skipped) and which keys are missing,
-        from one pipeline."""
+        """Each key's window of `count` ids (None: all) below `upper` (scores above 0: the mark
+        is skipped) and which keys are missing, from one pipeline."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.zrevrangebyscore(key, upper, "(0", start=0, num=count)
+                if count is None:
+                    pipe.zrevrangebyscore(key, upper, "(0")
+                else:
+                    pipe.zrevrangebyscore(key, upper, "(0", start=0, num=count)
                 pipe.exists(key)
             replies = await pipe.execute()
         windows = [[int(member) for member in replies[2 * i]] for i in range(len(keys))]
@@ -200,8 +201,5 @@ class HomeFeed:
 
     async def ensure_author_set(self, author_id: int) -> list[int]:
         """The author's recent post ids (rebuilding the set from Postgres when missing)."""
-        key = author_key(author_id)
-        cached = cast(list[bytes], await self._redis.zrevrangebyscore(key, "+inf", "(0"))
-        if cached or await self._redis.exists(key):
-            return [int(member) for member in cached]
-        return await self._rebuild_author_set(author_id)
+        (cached,), missing = await self._read_windows([author_key(author_id)], "+inf", None)
+        return await self._rebuild_author_set(author_id) if missing else cached

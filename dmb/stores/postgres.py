@@ -91,11 +91,9 @@ class Database:
             try:
                 async with conn.transaction():
                     yield conn
-            except BaseException:
-                self._writers.pop(conn, None)
-                raise
-            writer = self._writers.pop(conn, None)
-            if writer is not None:
+            finally:
+                writer = self._writers.pop(conn, None)
+            if writer is not None:  # reached only once the transaction committed
                 await self._record_position(conn, writer)
 
     @asynccontextmanager
