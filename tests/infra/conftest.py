@@ -18,7 +18,7 @@ def rendered() -> Rendered:
     if shutil.which("kubectl") is None:
         pytest.fail("kubectl (with kustomize) is needed to render the manifests")
     if not (infra_checks.SCHEMAS / "kuberay-v1.7").is_dir():
-        pytest.fail(f"schemas not found at {infra_checks.SCHEMAS} (set SHARED_SCHEMAS_DIR)")
+        pytest.fail(f"schemas not found at {infra_checks.SCHEMAS} (see tests/infra/schemas)")
     return {path: infra_checks.render(path) for path in infra_checks.RENDERED}
 
 

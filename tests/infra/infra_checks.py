@@ -10,7 +10,8 @@
   the deployments the config names are the ones its application builds.
 
 Usage: python -m tests.infra.infra_checks [--write-for-scanning DIR]
-Exit status 1 on any problem. SHARED_SCHEMAS_DIR overrides where the schemas are read from.
+Exit status 1 on any problem. The schemas are vendored in tests/infra/schemas (where they come
+from, and how to refresh them: its README.md); SCHEMAS_DIR reads them from elsewhere.
 """
 
 from __future__ import annotations
@@ -30,9 +31,7 @@ import jsonschema
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-# The shared folder sits beside the checkout (here and in the lead's CI); GitHub's workflow
-# fetches the same pinned files and points SHARED_SCHEMAS_DIR at them.
-SCHEMAS = Path(os.environ.get("SHARED_SCHEMAS_DIR", str(ROOT.parent / "shared" / "schemas")))
+SCHEMAS = Path(os.environ.get("SCHEMAS_DIR", str(Path(__file__).with_name("schemas"))))
 RENDERED = (
     "cluster/overlays/dev",
     "cluster/overlays/prod",
@@ -297,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         write_for_scanning(args.write_for_scanning)
         return 0
     if not (SCHEMAS / "kuberay-v1.7").is_dir() or not (SCHEMAS / "crds-catalog").is_dir():
-        print(f"FAIL schemas not found at {SCHEMAS} (set SHARED_SCHEMAS_DIR)", file=sys.stderr)
+        print(f"FAIL schemas not found at {SCHEMAS} (see tests/infra/schemas)", file=sys.stderr)
         return 1
     failures = 0
     for path in RENDERED:
