@@ -1,1 +1,2 @@
-"""Long-lived Ray actors: fan-out pool, CDC relay, feed consumer, counter flusher."""
+"""Long-lived Ray actors: the pipeline supervisor, CDC relay, feed consumer, fan-out pool and
+counter flusher."""

@@ -37,6 +37,16 @@ class BackgroundLoop:
         self._thread.join(timeout)
 
 
+class LoopingActor:
+    """An actor whose work is one BackgroundLoop. `shutdown` stops the loop and waits for it, so
+    its cleanup runs (a consumer leaves its group, connections close) before the actor goes."""
+
+    _loop: BackgroundLoop
+
+    def shutdown(self) -> None:
+        self._loop.stop()
+
+
 def ensure_singleton(actor: type, name: str, *args: Any) -> Any:
     """The cluster's one named, detached instance of `actor`, created on first call.
 

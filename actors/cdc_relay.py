@@ -1,9 +1,10 @@
 """CDC relay: Postgres logical replication slot -> Kafka, at least once.
 
-Polls the slot with SQL, publishes every captured change as a Debezium-style envelope
-(topic dmb.public.<table>, key = primary key), waits until the broker acknowledged all of them
-(acks=all, idempotent producer), and only then advances the slot. Killed at any moment, it
-publishes again from the last advanced position on restart: duplicates are possible, losses not.
+Polls the slot, publishes every captured change as a Debezium-style envelope
+(dmb.stores.change_events: topic dmb.public.<table>, key = primary key), waits until the broker
+acknowledged all of them (acks=all, idempotent producer), and only then advances the slot.
+Killed at any moment, it publishes again from the last advanced position on restart:
+duplicates are possible, losses not.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import threading
 import time
 from typing import Any
 
-import psycopg
 from ray.util.metrics import Counter, Gauge
 
-from actors.background import BackgroundLoop, ensure_singleton
-from dmb.settings import load_settings
+from actors.background import BackgroundLoop, LoopingActor, ensure_singleton
+from dmb.composition import process_components
 from dmb.stores import cdc
 from dmb.stores.kafka import create_producer, encode
 
@@ -26,20 +26,15 @@ NAME = "cdc-relay"
 log = logging.getLogger("dmb.cdc_relay")
 
 
-class CdcRelay:
+class CdcRelay(LoopingActor):
     def __init__(self, slot: str = cdc.SLOT, idle_sleep: float = 0.05) -> None:
-        self._settings = load_settings()
+        self._settings = process_components().settings
         self._slot = slot
         self._idle_sleep = idle_sleep
         self._published = 0
         self._lag = Gauge("dmb_cdc_lag_seconds", description="Now minus last relayed commit")
         self._events = Counter("dmb_cdc_events_total", description="Change events published")
-        self._slot_ready = threading.Event()
         self._loop = BackgroundLoop(NAME, self._run)
-
-    def wait_ready(self, timeout: float) -> bool:
-        """True once the replication slot exists: from then on no committed change is missed."""
-        return self._slot_ready.wait(timeout)
 
     async def _run(self, stop: threading.Event) -> None:
         await asyncio.to_thread(self._relay_forever, stop)
@@ -48,24 +43,27 @@ class CdcRelay:
         assert self._settings.database_url is not None
         assert self._settings.kafka_bootstrap is not None
         producer = create_producer(self._settings.kafka_bootstrap)
-        with psycopg.connect(
-            self._settings.database_url.get_secret_value(), autocommit=True
-        ) as conn:
-            cdc.ensure_slot(conn, self._slot)
-            self._slot_ready.set()
+        reader = cdc.SlotReader(self._settings.database_url.get_secret_value(), self._slot)
+        try:
+            if reader.ensure_slot():
+                log.warning(
+                    "created the missing slot %s: earlier changes were not captured", self._slot
+                )
             while not stop.is_set():
                 try:
-                    moved = self._relay_once(conn, producer)
+                    moved = self._relay_once(reader, producer)
                 except Exception:
                     log.exception("relay pass failed; retrying from the slot's position")
                     time.sleep(1)
                     continue
                 if not moved:
                     time.sleep(self._idle_sleep)
-        producer.close()
+        finally:
+            reader.close()
+            producer.close()
 
-    def _relay_once(self, conn: psycopg.Connection[Any], producer: Any) -> bool:
-        batch = cdc.peek(conn, self._slot)
+    def _relay_once(self, reader: cdc.SlotReader, producer: Any) -> bool:
+        batch = reader.peek()
         if batch.last_lsn is None:
             return False
         futures = [
@@ -75,7 +73,7 @@ class CdcRelay:
         producer.flush()
         for future in futures:
             future.get(timeout=30)  # raises if the broker did not acknowledge
-        cdc.advance(conn, batch.last_lsn, self._slot)  # only after every ack
+        reader.advance(batch.last_lsn)  # only after every ack
         self._published += len(futures)
         if futures:
             self._events.inc(len(futures))
@@ -87,5 +85,6 @@ class CdcRelay:
         return self._published
 
 
-def ensure_running() -> Any:
+def start() -> Any:
+    """The cluster's one relay, created on first call (idempotent across callers)."""
     return ensure_singleton(CdcRelay, NAME)

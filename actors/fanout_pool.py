@@ -1,5 +1,6 @@
 """The fan-out pool: FanoutWorker Ray actors, each writing one batch of followers' feeds per call
-in a single pipelined Redis round trip.
+in a single pipelined Redis round trip. `FanoutPool` is the domain's fan-out port
+(`dmb.domain.feed_events.FanoutPort`).
 
 Workers are restarted by Ray when they die and their in-flight call is retried
 (max_restarts/max_task_retries = -1); writes are idempotent, so a retry is harmless. The pool
@@ -17,19 +18,16 @@ from typing import Any
 import ray
 from ray.util.metrics import Counter, Gauge
 
-from dmb.domain.feed import FeedWriter
-from dmb.domain.feed_events import ADD
-from dmb.settings import load_settings
-from dmb.stores.redis import create_redis
+from dmb.composition import process_components
+from dmb.domain.feed_events import ADD, FanoutOp
 
 
 class FanoutWorker:
     def __init__(self) -> None:
-        settings = load_settings()
-        self._writer = FeedWriter(create_redis(settings), settings.feed_max_length)
+        self._writer = process_components().feed_writer
         self._batches = Counter("dmb_fanout_batches_total", description="Feed batches written")
 
-    async def write(self, op: str, post_id: int, follower_ids: list[int]) -> int:
+    async def write(self, op: FanoutOp, post_id: int, follower_ids: list[int]) -> int:
         if op == ADD:
             await self._writer.add_to_feeds(post_id, follower_ids)
         else:
@@ -78,7 +76,7 @@ class FanoutPool:
         del self._workers[size:]  # dropped handles: they finish queued calls, then exit
         self._cycle = itertools.cycle(list(self._workers))
 
-    async def run(self, op: str, post_id: int, batches: list[list[int]]) -> None:
+    async def run(self, op: FanoutOp, post_id: int, batches: list[list[int]]) -> None:
         """Write every batch (one worker call each) and return when all are done."""
         if not batches:
             return

@@ -1,4 +1,5 @@
-"""Feed consumer: reads change events from Kafka and drives the fan-out pool.
+"""Feed consumer: reads change events from Kafka and hands them to the feed's event handler,
+which hands fan-out batches to this actor's pool.
 
 Offsets are committed only after an event's fan-out is complete. If handling fails, the
 consumer seeks back to the first unhandled record of each partition and commits only what was
@@ -12,24 +13,20 @@ import logging
 import threading
 from typing import Any
 
-from actors.background import BackgroundLoop, ensure_singleton
+from actors.background import BackgroundLoop, LoopingActor, ensure_singleton
 from actors.fanout_pool import FanoutPool
-from dmb.domain.feed import FeedWriter, HomeFeed
+from dmb.composition import process_components
 from dmb.domain.feed_events import FeedEventHandler
-from dmb.domain.posts import Posts
-from dmb.settings import load_settings
+from dmb.stores.change_events import FEED_TOPICS, decode_event
 from dmb.stores.kafka import create_consumer, decode
-from dmb.stores.postgres import Database
-from dmb.stores.redis import create_redis
 
 NAME = "feed-consumer"
-TOPICS = ["dmb.public.posts", "dmb.public.follows"]
 log = logging.getLogger("dmb.feed_consumer")
 
 
-class FeedConsumer:
+class FeedConsumer(LoopingActor):
     def __init__(self, workers: int, group_id: str = "dmb-feed") -> None:
-        self._settings = load_settings()
+        self._components = process_components()
         self._group_id = group_id
         self.pool = FanoutPool(workers)
         self._handled = 0
@@ -51,31 +48,27 @@ class FeedConsumer:
         }
 
     async def _run(self, stop: threading.Event) -> None:
-        settings = self._settings
-        assert settings.kafka_bootstrap is not None
-        redis = create_redis(settings)
-        db = Database(settings, redis)
-        await db.open()
-        home = HomeFeed(settings, db, redis, Posts(db, redis))
-        handler = FeedEventHandler(
-            settings, db, FeedWriter(redis, settings.feed_max_length), home, self.pool.run
-        )
-        consumer = create_consumer(settings.kafka_bootstrap, self._group_id, TOPICS)
+        components = self._components
+        bootstrap = components.settings.kafka_bootstrap
+        assert bootstrap is not None
+        await components.ready()
+        handler = components.feed_event_handler(self.pool)
+        consumer = create_consumer(bootstrap, self._group_id, list(FEED_TOPICS))
         try:
             while not stop.is_set():
                 records = await asyncio.to_thread(consumer.poll, 500)
                 await self._handle(consumer, handler, records)
         finally:
             consumer.close()
-            await db.close()
-            await redis.aclose()
 
     async def _handle(self, consumer: Any, handler: FeedEventHandler, records: Any) -> None:
         done = set()
         for partition, messages in records.items():
             for message in messages:
                 try:
-                    await handler.handle(message.topic, decode(message.value))
+                    event = decode_event(message.topic, decode(message.value))
+                    if event is not None:
+                        await handler.handle(event)
                 except Exception:
                     log.exception("event %s@%s failed; will replay", partition, message.offset)
                     consumer.seek(partition, message.offset)
@@ -91,5 +84,6 @@ class FeedConsumer:
             await asyncio.to_thread(consumer.commit)
 
 
-def ensure_running(workers: int) -> Any:
+def start(workers: int) -> Any:
+    """The cluster's one feed consumer (created with a pool of `workers` on first call)."""
     return ensure_singleton(FeedConsumer, NAME, workers)

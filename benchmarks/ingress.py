@@ -11,8 +11,6 @@ import argparse
 import json
 import shutil
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +18,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import wrk  # noqa: E402
-from dmb.launcher import LocalSystem  # noqa: E402
+from benchmarks.harness.system import wait_ok  # noqa: E402
 from dmb.localstack import scratch_data_dir  # noqa: E402
 from dmb.localstack.process import free_port  # noqa: E402
 from dmb.settings import load_settings  # noqa: E402
+from entrypoints.launcher import LocalSystem  # noqa: E402
 from serve_apps.topology import AppSpec  # noqa: E402
 
 CEILING_APPS = (
     AppSpec("ceiling-bare", "benchmarks.ceiling_apps:build_bare", "/bare"),
     AppSpec("ceiling-hop", "benchmarks.ceiling_apps:build_hop", "/hop"),
 )
-
-
-def wait_ok(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout}s")
 
 
 def measure(fast: bool, seconds: int, connections: int) -> list[dict[str, Any]]:

@@ -1,9 +1,10 @@
 """The monolith baseline: the same gateway core and domain code in one plain ASGI process.
 
 No Ray: GatewayCore dispatches straight to the service classes (the very classes the Serve
-deployments wrap), and the counter flusher runs as a task in the same event loop. This is what
-a user would pick for a single small box; benchmarks/e2e.py measures it against the Ray system
-on the same stores.
+deployments wrap), all wired from one `Components`, and the counter flusher runs as a task in
+the same event loop. This is what a user would pick for a single small box; benchmarks/e2e.py
+measures it against the Ray system on the same stores. The Ray system has one Postgres pool per
+service replica; the monolith's single pool gets the four services' connections together.
 
     python benchmarks/monolith.py --port 8100   (settings from the DMB_* environment)
 """
@@ -28,8 +29,10 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
+from dmb.composition import Components  # noqa: E402
 from dmb.domain.identity import Caller  # noqa: E402
 from dmb.settings import load_settings  # noqa: E402
+from dmb.stores.read_your_writes import WritePosition  # noqa: E402
 from serve_apps.feed import FeedServiceDeployment  # noqa: E402
 from serve_apps.follows import FollowServiceDeployment  # noqa: E402
 from serve_apps.gateway.core import GatewayCore  # noqa: E402
@@ -44,23 +47,30 @@ class LocalDispatcher:
     def __init__(self, services: dict[str, Any]) -> None:
         self._services = services
 
-    async def call(self, method: MethodSpec, request: Message, caller: Caller | None) -> Message:
+    async def call(
+        self,
+        method: MethodSpec,
+        request: Message,
+        caller: Caller | None,
+        write_position: WritePosition | None,
+    ) -> Message:
         reply: Message = await getattr(self._services[method.app], method.name)(
-            request, caller=caller
+            request, caller=caller, write_position=write_position
         )
         return reply
 
 
 def build_app() -> Starlette:
     settings = load_settings()
-    posts = PostServiceDeployment(start_flusher=False)
+    pool_max = settings.database_pool_max * 4  # what the four service replicas would hold
+    components = Components(settings.with_overrides({"database_pool_max": pool_max}))
     services = {
-        "users": UserServiceDeployment(),
-        "follows": FollowServiceDeployment(),
-        "posts": posts,
-        "feed": FeedServiceDeployment(),
+        "users": UserServiceDeployment(components),
+        "follows": FollowServiceDeployment(components),
+        "posts": PostServiceDeployment(components),
+        "feed": FeedServiceDeployment(components),
     }
-    core = GatewayCore(settings, LocalDispatcher(services))
+    core = GatewayCore.assemble(components, LocalDispatcher(services))
 
     async def endpoint(request: Request) -> Response:
         return await core.handle(request)
@@ -69,13 +79,15 @@ def build_app() -> Starlette:
         while True:
             await asyncio.sleep(settings.counter_flush_seconds)
             with contextlib.suppress(Exception):
-                await posts.posts.counters.flush()
+                await components.counters.flush()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await components.ready()
         task = asyncio.create_task(flush_forever())
         yield
         task.cancel()
+        await components.close()
 
     verbs = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     return Starlette(routes=[Route("/{path:path}", endpoint, methods=verbs)], lifespan=lifespan)

@@ -28,18 +28,18 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
-from benchmarks.e2e import (  # noqa: E402
+from benchmarks.harness.locust import run_locust  # noqa: E402
+from benchmarks.harness.system import (  # noqa: E402
     PASSWORD,
     PREFIX,
     bench_settings,
     log_in,
-    run_locust,
     seed_graph,
+    wait_ok,
     wait_until_feed_pipeline_idle,
 )
-from benchmarks.ingress import wait_ok  # noqa: E402
-from dmb.launcher import LocalSystem  # noqa: E402
 from dmb.localstack import scratch_data_dir  # noqa: E402
+from entrypoints.launcher import LocalSystem  # noqa: E402
 
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))
 SERVICE_OF_MIX = {"feed": "FeedService", "post": "PostService", "full": "FeedService"}

@@ -12,6 +12,7 @@ EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 EPOCH_MS = int(EPOCH.timestamp() * 1000)
 SEQUENCE_BITS = 12
 MAX_ID = (1 << 53) - 1
+ABOVE_EVERY_ID = MAX_ID + 1  # the upper bound of a newest-first list's first page
 
 
 def timestamp_of(snowflake: int) -> datetime:

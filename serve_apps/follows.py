@@ -7,81 +7,48 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from dmb.domain.follows import FollowGraph
+from dmb.composition import Components, process_components
 from dmb.domain.identity import Caller
 from dmb.domain.paging import page_from
 from dmb.v1 import follows_pb2 as pb
-from serve_apps.resources import Resources
-from serve_apps.rpc import RpcBoundary
+from serve_apps.rpc import serves
 
 
+@serves(pb.DESCRIPTOR.services_by_name["FollowService"])
 class FollowServiceDeployment:
-    def __init__(self) -> None:
-        self._res = Resources()
-        self._graph = FollowGraph(self._res.settings, self._res.db)
-        self._rpc = RpcBoundary(self._res.verifier)
+    def __init__(self, components: Components | None = None) -> None:
+        self.components = components or process_components()
+        self._graph = self.components.follow_graph
 
-    async def Follow(
-        self, request: pb.FollowRequest, grpc_context: Any = None, caller: Caller | None = None
-    ) -> pb.FollowResponse:
-        async def handle(who: Caller) -> pb.FollowResponse:
-            await self._res.ready()
-            await self._graph.follow(who, request.user_id)
-            return pb.FollowResponse()
+    async def Follow(self, request: pb.FollowRequest, caller: Caller) -> pb.FollowResponse:
+        await self._graph.follow(caller, request.user_id)
+        return pb.FollowResponse()
 
-        return await self._rpc.run(grpc_context, caller, handle)
-
-    async def Unfollow(
-        self, request: pb.UnfollowRequest, grpc_context: Any = None, caller: Caller | None = None
-    ) -> pb.UnfollowResponse:
-        async def handle(who: Caller) -> pb.UnfollowResponse:
-            await self._res.ready()
-            await self._graph.unfollow(who, request.user_id)
-            return pb.UnfollowResponse()
-
-        return await self._rpc.run(grpc_context, caller, handle)
+    async def Unfollow(self, request: pb.UnfollowRequest, caller: Caller) -> pb.UnfollowResponse:
+        await self._graph.unfollow(caller, request.user_id)
+        return pb.UnfollowResponse()
 
     async def ListFollowers(
-        self,
-        request: pb.ListFollowersRequest,
-        grpc_context: Any = None,
-        caller: Caller | None = None,
+        self, request: pb.ListFollowersRequest, caller: Caller
     ) -> pb.ListFollowersResponse:
-        async def handle(who: Caller) -> pb.ListFollowersResponse:
-            await self._res.ready()
-            page = page_from(request.page_size, request.cursor)
-            found = await self._graph.followers(who, request.user_id, page)
-            return pb.ListFollowersResponse(user_ids=found.ids, next_cursor=found.next_cursor)
-
-        return await self._rpc.run(grpc_context, caller, handle)
+        page = page_from(request.page_size, request.cursor)
+        found = await self._graph.followers(caller, request.user_id, page)
+        return pb.ListFollowersResponse(user_ids=found.ids, next_cursor=found.next_cursor)
 
     async def ListFollowing(
-        self,
-        request: pb.ListFollowingRequest,
-        grpc_context: Any = None,
-        caller: Caller | None = None,
+        self, request: pb.ListFollowingRequest, caller: Caller
     ) -> pb.ListFollowingResponse:
-        async def handle(who: Caller) -> pb.ListFollowingResponse:
-            await self._res.ready()
-            page = page_from(request.page_size, request.cursor)
-            found = await self._graph.following(who, request.user_id, page)
-            return pb.ListFollowingResponse(user_ids=found.ids, next_cursor=found.next_cursor)
+        page = page_from(request.page_size, request.cursor)
+        found = await self._graph.following(caller, request.user_id, page)
+        return pb.ListFollowingResponse(user_ids=found.ids, next_cursor=found.next_cursor)
 
-        return await self._rpc.run(grpc_context, caller, handle)
-
-    async def GetStats(
-        self, request: pb.GetStatsRequest, grpc_context: Any = None, caller: Caller | None = None
-    ) -> pb.GetStatsResponse:
-        async def handle(who: Caller) -> pb.GetStatsResponse:
-            await self._res.ready()
-            stats = await self._graph.stats(who, request.user_id)
-            return pb.GetStatsResponse(
-                follower_count=stats.follower_count,
-                following_count=stats.following_count,
-                is_celebrity=stats.is_celebrity,
-            )
-
-        return await self._rpc.run(grpc_context, caller, handle)
+    async def GetStats(self, request: pb.GetStatsRequest, caller: Caller) -> pb.GetStatsResponse:
+        stats = await self._graph.stats(caller, request.user_id)
+        return pb.GetStatsResponse(
+            follower_count=stats.follower_count,
+            following_count=stats.following_count,
+            is_celebrity=stats.is_celebrity,
+        )
 
 
 def build_app(args: dict[str, Any]) -> Application:

@@ -1,11 +1,19 @@
-"""The thin transport shared by every domain deployment: identity in, status codes out.
+"""The one boundary every domain deployment shares: identity in, status codes out.
 
-A deployment method is called two ways with the same request message:
+`@serves(service)` turns a plain class whose methods are named after the RPCs of a proto service
+into a Serve deployment class. Each method is written the way it reads:
+
+    async def GetPost(self, request: pb.GetPostRequest, caller: Caller) -> pb.GetPostResponse
+
+(public methods, marked `(dmb.v1.public)` in the .proto, take no caller), and the decorator
+gives it the signature Serve calls it with, in two ways with the same request message:
 - in-cluster by the gateway through a DeploymentHandle, with `caller=` set to the identity the
-  gateway verified (handles are unreachable from outside the cluster, so this cannot be forged);
+  gateway verified (handles are unreachable from outside the cluster, so this cannot be forged)
+  and the caller's `write_position`, which the gateway read during admission;
 - from outside through Serve's gRPC ingress, with `grpc_context`: then the caller must present the
   same JWT in the `authorization` metadata, verified here exactly as the gateway does.
-Domain errors become the gRPC status on the ingress path, and propagate unchanged to the gateway.
+Before the body runs, the process's store clients are opened (once); domain errors become the
+gRPC status on the ingress path and propagate unchanged to the gateway.
 """
 
 from __future__ import annotations
@@ -15,12 +23,90 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
 
-from dmb.domain.errors import DomainError, Unauthenticated
-from dmb.domain.identity import Caller, TokenVerifier, bearer_token
+from dmb.composition import Components
+from dmb.domain.identity import Caller, bearer_token
+from dmb.errors import DomainError, Unauthenticated
+from dmb.stores import read_your_writes
+from dmb.stores.read_your_writes import WritePosition
+from dmb.v1 import options_pb2
 
-T = TypeVar("T")
 log = logging.getLogger("dmb.rpc")
+Deployment = TypeVar("Deployment", bound=type)
+
+
+class RpcDeployment:
+    """What a class under `@serves` holds: the process's components."""
+
+    components: Components
+
+
+def serves(service: ServiceDescriptor) -> Callable[[Deployment], Deployment]:
+    """Class decorator: every RPC of `service` must be a method of the class; each becomes a
+    Serve-callable method with identity, read-your-writes and error translation done here."""
+
+    def decorate(cls: Deployment) -> Deployment:
+        for method in service.methods:
+            body = cls.__dict__.get(method.name)
+            if body is None:
+                raise TypeError(f"{cls.__name__} does not implement {method.full_name}")
+            setattr(cls, method.name, _serve_method(method, body))
+        return cls
+
+    return decorate
+
+
+def _is_public(method: MethodDescriptor) -> bool:
+    return bool(method.GetOptions().Extensions[options_pb2.public])
+
+
+def _serve_method(
+    method: MethodDescriptor, body: Callable[..., Awaitable[Message]]
+) -> Callable[..., Awaitable[Message]]:
+    public = _is_public(method)
+
+    async def call(
+        self: RpcDeployment,
+        request: Message,
+        grpc_context: Any = None,
+        caller: Caller | None = None,
+        write_position: WritePosition | None = None,
+    ) -> Message:
+        try:
+            await self.components.ready()
+            if public:
+                return await body(self, request)
+            who = await _identify(self.components, grpc_context, caller)
+            with read_your_writes.known(write_position):
+                return await body(self, request, who)
+        except DomainError as exc:
+            if grpc_context is not None:
+                grpc_context.set_code(exc.code)
+                grpc_context.set_details(exc.message)
+            raise
+        except Exception:
+            log.exception("%s failed", method.full_name)
+            if grpc_context is not None:
+                grpc_context.set_code(grpc.StatusCode.INTERNAL)
+                grpc_context.set_details("internal error")
+            raise
+
+    # Serve inspects the signature to decide whether to pass `grpc_context`; copy the name and
+    # docs only (functools.wraps would make inspect report the body's own signature).
+    call.__name__ = call.__qualname__ = method.name
+    call.__doc__ = body.__doc__
+    return call
+
+
+async def _identify(components: Components, grpc_context: Any, caller: Caller | None) -> Caller:
+    """The verified caller: from the gateway (`caller`) or from the gRPC metadata's token."""
+    if caller is not None:
+        return caller
+    if grpc_context is None:
+        raise Unauthenticated("no caller identity")
+    return await components.verifier.verify(bearer_token(_metadata(grpc_context, "authorization")))
 
 
 def _metadata(grpc_context: Any, key: str) -> str | None:
@@ -28,50 +114,3 @@ def _metadata(grpc_context: Any, key: str) -> str | None:
         if name.lower() == key:
             return str(value)
     return None
-
-
-class RpcBoundary:
-    """Resolves the caller and translates domain errors for one deployment."""
-
-    def __init__(self, verifier: TokenVerifier) -> None:
-        self._verifier = verifier
-
-    async def identify(self, grpc_context: Any, caller: Caller | None) -> Caller:
-        """The verified caller: from the gateway (`caller`) or from gRPC metadata."""
-        if caller is not None:
-            return caller
-        if grpc_context is None:
-            raise Unauthenticated("no caller identity")
-        return await self._verifier.verify(bearer_token(_metadata(grpc_context, "authorization")))
-
-    async def run(
-        self,
-        grpc_context: Any,
-        caller: Caller | None,
-        handler: Callable[[Caller], Awaitable[T]],
-    ) -> T:
-        """Run an authenticated method body."""
-        return await self.run_public(
-            grpc_context, lambda: self._authenticated(grpc_context, caller, handler)
-        )
-
-    async def _authenticated(
-        self, grpc_context: Any, caller: Caller | None, handler: Callable[[Caller], Awaitable[T]]
-    ) -> T:
-        return await handler(await self.identify(grpc_context, caller))
-
-    async def run_public(self, grpc_context: Any, handler: Callable[[], Awaitable[T]]) -> T:
-        """Run a method body that needs no caller; set the gRPC status on failure."""
-        try:
-            return await handler()
-        except DomainError as exc:
-            if grpc_context is not None:
-                grpc_context.set_code(exc.code)
-                grpc_context.set_details(exc.message)
-            raise
-        except Exception:
-            log.exception("unexpected error")
-            if grpc_context is not None:
-                grpc_context.set_code(grpc.StatusCode.INTERNAL)
-                grpc_context.set_details("internal error")
-            raise

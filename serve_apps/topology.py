@@ -1,12 +1,11 @@
 """The Serve applications of the product and the local (one-box) Serve config built from them.
 
-The same shape is what KubeRay's `serveConfigV2` holds (cluster/); locally every deployment gets
-a small fractional CPU so that the whole system fits on a 2-core machine.
+The same shape is what KubeRay's `serveConfigV2` holds (cluster/base/serve-config.yaml); locally
+every deployment gets a small fractional CPU so that the whole system fits on a 2-core machine.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,21 +24,7 @@ class AppSpec:
 
     name: str
     import_path: str
-    route_prefix: str
-
-    @property
-    def module(self) -> str:
-        return self.import_path.split(":", 1)[0]
-
-    def is_built(self) -> bool:
-        """False while the application's module does not exist yet (issues land one by one)."""
-        try:
-            importlib.import_module(self.module)
-        except ModuleNotFoundError as exc:
-            if exc.name == self.module:
-                return False
-            raise
-        return True
+    route_prefix: str | None  # None: no HTTP route (reached by handles and gRPC only)
 
 
 APPLICATIONS = (
@@ -48,6 +33,7 @@ APPLICATIONS = (
     AppSpec("follows", "serve_apps.follows:build_app", "/internal/follows"),
     AppSpec("posts", "serve_apps.posts:build_app", "/internal/posts"),
     AppSpec("feed", "serve_apps.feed:build_app", "/internal/feed"),
+    AppSpec("pipeline", "actors.supervisor:build_app", None),  # the feed pipeline's actors
 )
 
 
@@ -61,7 +47,7 @@ def local_serve_config(
     """A ServeDeploySchema document for one machine (fractional CPUs, one replica each).
 
     `deployments` maps an app name to deployment overrides, as an operator would edit them in
-    the Serve config (e.g. the FanoutSupervisor's `user_config`).
+    the Serve config (e.g. the PipelineSupervisor's `user_config`).
     """
     overrides = deployments or {}
     return {
@@ -76,7 +62,7 @@ def local_serve_config(
                 "name": app.name,
                 "import_path": app.import_path,
                 "route_prefix": app.route_prefix,
-                "args": {"local": True, "num_cpus": LOCAL_REPLICA_CPUS},
+                "args": {"num_cpus": LOCAL_REPLICA_CPUS},
                 **({"deployments": overrides[app.name]} if app.name in overrides else {}),
             }
             for app in apps

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from dmb.stores.postgres import Database
+from dmb.stores.redis import LuaScript
 
 DIRTY = "dmb:{counts}:dirty"
 FLUSHING = "dmb:{counts}:flushing"  # same hash tag as DIRTY: one slot on Redis Cluster
@@ -23,19 +24,19 @@ TTL_SECONDS = 7 * 86_400
 LIKES = "likes"
 COMMENTS = "comments"
 
-_INCREMENT_IF_PRESENT = """
+_INCREMENT_IF_PRESENT = LuaScript("""
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
 end
 return false
-"""
-_TAKE_DIRTY = """
+""")
+_TAKE_DIRTY = LuaScript("""
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('SUNIONSTORE', KEYS[2], KEYS[2], KEYS[1])
   redis.call('DEL', KEYS[1])
 end
 return redis.call('SMEMBERS', KEYS[2])
-"""
+""")
 _RECOUNT_SQL = (
     "SELECT p.id, "
     "(SELECT count(*) FROM likes l WHERE l.post_id = p.id), "
@@ -66,13 +67,11 @@ class Counters:
         self._redis = redis
         self._dirty = dirty_key
         self._flushing = flushing_key
-        self._increment = redis.register_script(_INCREMENT_IF_PRESENT)
-        self._take_dirty = redis.register_script(_TAKE_DIRTY)
 
     async def changed(self, post_id: int, field: str, delta: int) -> int:
         """Record a committed change of `delta` likes/comments; return the new count."""
         await self._redis.sadd(self._dirty, str(post_id))  # first: the flusher must see it
-        value = await self._increment(keys=[counts_key(post_id)], args=[field, delta])
+        value = await _INCREMENT_IF_PRESENT.run(self._redis, [counts_key(post_id)], [field, delta])
         if value is not None:
             return int(value)
         rebuilt = await self.get([post_id])
@@ -107,7 +106,7 @@ class Counters:
         Dirty ids move to a `flushing` set first and leave it only after the UPDATE committed,
         so a flusher that dies mid-way loses nothing: the next run picks the set up again.
         """
-        members = await self._take_dirty(keys=[self._dirty, self._flushing])
+        members = await _TAKE_DIRTY.run(self._redis, [self._dirty, self._flushing], [])
         post_ids = sorted(int(m) for m in members)
         written = 0
         for start in range(0, len(post_ids), batch_size):

@@ -15,25 +15,24 @@ at scores above 0, and an empty rebuilt set keeps just the mark.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.asyncio.client import Pipeline
 
-from dmb.domain import follows
+from dmb.domain.follows import CelebrityRule
 from dmb.domain.identity import Caller
 from dmb.domain.paging import Page, encode_cursor
 from dmb.domain.posts import Posts
-from dmb.settings import Settings
 from dmb.stores.postgres import Database
+from dmb.stores.redis import LuaScript, run_pipeline
 from dmb.v1 import resources_pb2
 
 _EMPTY_MARK = "0"
 # KEYS[1] a sorted set; ARGV[1] its maximum length; ARGV[2..] post ids (each its own score).
-_ADD_IF_PRESENT = """
+_ADD_IF_PRESENT = LuaScript("""
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
@@ -42,8 +41,7 @@ for i = 2, #ARGV do
 end
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[1]) + 1))
 return 1
-"""
-_ADD_IF_PRESENT_SHA = hashlib.sha1(_ADD_IF_PRESENT.encode()).hexdigest()  # noqa: S324 - Redis' name
+""")
 
 
 def feed_key(user_id: int) -> str:
@@ -60,7 +58,6 @@ class FeedWriter:
     def __init__(self, redis: aioredis.Redis, max_length: int) -> None:
         self._redis = redis
         self._max = max_length
-        self._loaded = False
 
     async def add_to_feeds(self, post_id: int, user_ids: Sequence[int]) -> None:
         """One pipelined round trip: add the post to each existing feed and trim it."""
@@ -87,20 +84,69 @@ class FeedWriter:
 
     async def _add_if_present(self, writes: Sequence[tuple[str, Sequence[int]]]) -> None:
         """Every write in one pipeline of single-key script calls (fine on Redis Cluster)."""
-        try:
-            await self._run(writes)
-        except NoScriptError:  # Redis restarted or flushed its scripts: load again, replay
-            self._loaded = False
-            await self._run(writes)
 
-    async def _run(self, writes: Sequence[tuple[str, Sequence[int]]]) -> None:
-        if not self._loaded:
-            await self._redis.script_load(_ADD_IF_PRESENT)
-            self._loaded = True
-        async with self._redis.pipeline(transaction=False) as pipe:
+        def fill(pipe: Pipeline) -> None:
             for key, post_ids in writes:
-                pipe.evalsha(_ADD_IF_PRESENT_SHA, 1, key, self._max, *post_ids)
-            await pipe.execute()
+                _ADD_IF_PRESENT.queue(pipe, [key], [self._max, *post_ids])
+
+        await run_pipeline(self._redis, [_ADD_IF_PRESENT], fill)
+
+
+async def read_windows(
+    redis: aioredis.Redis, keys: Sequence[str], upper: str, count: int | None
+) -> tuple[list[list[int]], list[int]]:
+    """Each key's window of `count` ids (None: all) below `upper` (scores above 0: the mark is
+    skipped) and which keys are missing, from one pipeline."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            if count is None:
+                pipe.zrevrangebyscore(key, upper, "(0")
+            else:
+                pipe.zrevrangebyscore(key, upper, "(0", start=0, num=count)
+            pipe.exists(key)
+        replies = await pipe.execute()
+    windows = [[int(member) for member in replies[2 * i]] for i in range(len(keys))]
+    missing = [i for i in range(len(keys)) if not replies[2 * i + 1]]
+    return windows, missing
+
+
+class SetRebuilder:
+    """Rebuilds a lost sorted set from the primary: mark, read, add (the module docstring's
+    order, which keeps a fan-out that races the rebuild from being lost)."""
+
+    def __init__(self, db: Database, redis: aioredis.Redis) -> None:
+        self._db = db
+        self._redis = redis
+
+    async def rebuild(self, key: str, query: str, params: tuple[Any, ...]) -> list[int]:
+        await self._redis.zadd(key, {_EMPTY_MARK: 0})
+        async with self._db.reading(fresh=True) as conn:
+            cursor = await conn.execute(query, params)
+            ids = [int(row[0]) for row in await cursor.fetchall()]
+        if ids:
+            await self._redis.zadd(key, {str(i): i for i in ids})
+        return ids
+
+
+class AuthorPosts:
+    """`posts:<author>`: each author's recent posts, rebuilt from Postgres when missing."""
+
+    def __init__(self, redis: aioredis.Redis, rebuilder: SetRebuilder, max_length: int) -> None:
+        self._redis = redis
+        self._rebuilder = rebuilder
+        self._max = max_length
+
+    async def rebuild(self, author_id: int) -> list[int]:
+        return await self._rebuilder.rebuild(
+            author_key(author_id),
+            "SELECT id FROM posts WHERE author_id = %s ORDER BY id DESC LIMIT %s",
+            (author_id, self._max),
+        )
+
+    async def recent(self, author_id: int) -> list[int]:
+        """The author's recent post ids, newest first (rebuilding the set when missing)."""
+        (cached,), missing = await read_windows(self._redis, [author_key(author_id)], "+inf", None)
+        return await self.rebuild(author_id) if missing else cached
 
 
 @dataclass(frozen=True)
@@ -118,18 +164,28 @@ class HomeFeed:
     and read again; that only happens after an eviction or a Redis flush.
     """
 
-    def __init__(self, settings: Settings, db: Database, redis: aioredis.Redis, posts: Posts):
-        self._settings = settings
+    def __init__(
+        self,
+        db: Database,
+        redis: aioredis.Redis,
+        posts: Posts,
+        authors: AuthorPosts,
+        rebuilder: SetRebuilder,
+        celebrities: CelebrityRule,
+        max_length: int,
+    ) -> None:
         self._db = db
         self._redis = redis
         self._posts = posts
+        self._authors = authors
+        self._rebuilder = rebuilder
+        self._celebrities = celebrities
+        self._max = max_length
 
     async def page(self, caller: Caller, page: Page) -> FeedPage:
         user = caller.user_id
-        async with self._db.reading(for_user=user, known=caller.write_position) as conn:
-            celebrities = await follows.celebrities_followed_on(
-                conn, user, self._settings.celebrity_threshold
-            )
+        async with self._db.reading(for_user=user) as conn:
+            celebrities = await self._celebrities.followed_by(conn, user)
             windows = await self._windows(user, celebrities, page)
             candidates = sorted({post_id for ids in windows for post_id in ids}, reverse=True)
             window = candidates[: page.size]
@@ -143,63 +199,28 @@ class HomeFeed:
         celebrity's set, in one round trip; missing sets are rebuilt, then read again."""
         keys = [feed_key(user), *[author_key(c) for c in celebrities]]
         upper = f"({page.after}" if page.after else "+inf"
-        windows, missing = await self._read_windows(keys, upper, page.size + 1)
+        windows, missing = await read_windows(self._redis, keys, upper, page.size + 1)
         if missing:
             for index in missing:
                 if index == 0:
                     await self._rebuild_feed(user)
                 else:
-                    await self._rebuild_author_set(celebrities[index - 1])
-            again, _ = await self._read_windows([keys[i] for i in missing], upper, page.size + 1)
+                    await self._authors.rebuild(celebrities[index - 1])
+            again, _ = await read_windows(
+                self._redis, [keys[i] for i in missing], upper, page.size + 1
+            )
             for index, ids in zip(missing, again, strict=True):
                 windows[index] = ids
         return windows
 
-    async def _read_windows(
-        self, keys: Sequence[str], upper: str, count: int | None
-    ) -> tuple[list[list[int]], list[int]]:
-        """Each key's window of `count` ids (None: all) below `upper` (scores above 0: the mark
-        is skipped) and which keys are missing, from one pipeline."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                if count is None:
-                    pipe.zrevrangebyscore(key, upper, "(0")
-                else:
-                    pipe.zrevrangebyscore(key, upper, "(0", start=0, num=count)
-                pipe.exists(key)
-            replies = await pipe.execute()
-        windows = [[int(member) for member in replies[2 * i]] for i in range(len(keys))]
-        missing = [i for i in range(len(keys)) if not replies[2 * i + 1]]
-        return windows, missing
-
     async def _rebuild_feed(self, user_id: int) -> None:
-        await self._rebuild(
+        """The user's fanned-out feed: posts of the accounts they follow that are not
+        celebrities (those are merged in at read time)."""
+        await self._rebuilder.rebuild(
             feed_key(user_id),
             "SELECT p.id FROM follows f JOIN posts p ON p.author_id = f.followee_id "
             "LEFT JOIN user_stats s ON s.user_id = f.followee_id "
-            "WHERE f.follower_id = %s AND coalesce(s.follower_count, 0) < %s "
+            f"WHERE f.follower_id = %s AND NOT {self._celebrities.holds('s.follower_count')} "
             "ORDER BY p.id DESC LIMIT %s",
-            (user_id, self._settings.celebrity_threshold, self._settings.feed_max_length),
+            (user_id, self._max),
         )
-
-    async def _rebuild_author_set(self, author_id: int) -> list[int]:
-        return await self._rebuild(
-            author_key(author_id),
-            "SELECT id FROM posts WHERE author_id = %s ORDER BY id DESC LIMIT %s",
-            (author_id, self._settings.feed_max_length),
-        )
-
-    async def _rebuild(self, key: str, query: str, params: tuple[Any, ...]) -> list[int]:
-        """Mark, read the primary, add (the order the module docstring explains)."""
-        await self._redis.zadd(key, {_EMPTY_MARK: 0})
-        async with self._db.reading(fresh=True) as conn:
-            cursor = await conn.execute(query, params)
-            ids = [int(row[0]) for row in await cursor.fetchall()]
-        if ids:
-            await self._redis.zadd(key, {str(i): i for i in ids})
-        return ids
-
-    async def ensure_author_set(self, author_id: int) -> list[int]:
-        """The author's recent post ids (rebuilding the set from Postgres when missing)."""
-        (cached,), missing = await self._read_windows([author_key(author_id)], "+inf", None)
-        return await self._rebuild_author_set(author_id) if missing else cached

@@ -1,8 +1,9 @@
-"""The follow graph: idempotent follow/unfollow, paged lists, counts and celebrity status.
+"""The follow graph: idempotent follow/unfollow, paged lists, counts and the celebrity rule.
 
 Counts live in `user_stats`, kept exact by a trigger in the same transaction as the follow row
 (migration 0001). An account whose follower count reaches DMB_CELEBRITY_THRESHOLD is a celebrity:
-the feed reads its posts at request time instead of fanning them out.
+the feed reads its posts at request time instead of fanning them out (`CelebrityRule`, the one
+place that rule is written).
 """
 
 from __future__ import annotations
@@ -11,11 +12,43 @@ from dataclasses import dataclass
 
 import psycopg
 
-from dmb.domain.errors import InvalidArgument, NotFound
 from dmb.domain.identity import Caller
 from dmb.domain.paging import Page, next_cursor
-from dmb.settings import Settings
+from dmb.errors import InvalidArgument, NotFound
+from dmb.ids import ABOVE_EVERY_ID
 from dmb.stores.postgres import AsyncConn, Database
+
+
+@dataclass(frozen=True)
+class CelebrityRule:
+    """At least `threshold` followers makes a celebrity: fan-out on read instead of on write.
+
+    The rule is applied in SQL (`holds`), where the counts are: on the home-feed path it filters
+    the followed accounts inside the query that finds them.
+    """
+
+    threshold: int
+
+    def holds(self, follower_count: str) -> str:
+        """A SQL condition on a follower-count expression (NULL: no stats row, no followers)."""
+        return f"coalesce({follower_count}, 0) >= {int(self.threshold)}"
+
+    async def followed_by(self, conn: AsyncConn, user_id: int) -> list[int]:
+        """The celebrities `user_id` follows (their posts are merged in at read time)."""
+        cursor = await conn.execute(
+            "SELECT f.followee_id FROM follows f JOIN user_stats s ON s.user_id = f.followee_id "
+            f"WHERE f.follower_id = %s AND {self.holds('s.follower_count')}",
+            (user_id,),
+        )
+        return [int(row[0]) for row in await cursor.fetchall()]
+
+    async def is_celebrity(self, conn: AsyncConn, user_id: int) -> bool:
+        cursor = await conn.execute(
+            f"SELECT {self.holds('follower_count')} FROM user_stats WHERE user_id = %s",
+            (user_id,),
+        )
+        row = await cursor.fetchone()
+        return bool(row and row[0])
 
 
 @dataclass(frozen=True)
@@ -41,41 +74,38 @@ async def user_exists(conn: AsyncConn, user_id: int) -> bool:
     return await cursor.fetchone() is not None
 
 
-async def celebrities_followed_by(db: Database, user_id: int, threshold: int) -> list[int]:
-    """Accounts `user_id` follows whose follower count reaches `threshold` (fan-out on read)."""
-    async with db.reading(for_user=user_id) as conn:
-        return await celebrities_followed_on(conn, user_id, threshold)
+class FollowerBatches:
+    """An author's followers in batches for fan-out, paged from Postgres by follow id."""
 
+    def __init__(self, db: Database, batch_size: int) -> None:
+        self._db = db
+        self._size = batch_size
 
-async def celebrities_followed_on(conn: AsyncConn, user_id: int, threshold: int) -> list[int]:
-    """celebrities_followed_by on a connection the caller already holds."""
-    cursor = await conn.execute(
-        "SELECT f.followee_id FROM follows f JOIN user_stats s ON s.user_id = f.followee_id "
-        "WHERE f.follower_id = %s AND s.follower_count >= %s",
-        (user_id, threshold),
-    )
-    return [int(row[0]) for row in await cursor.fetchall()]
-
-
-async def follower_ids_page(
-    db: Database, user_id: int, after_follow_id: int | None, limit: int
-) -> list[tuple[int, int]]:
-    """(follow id, follower id) pairs for fan-out, newest follow first, after a follow id."""
-    async with db.reading() as conn:
-        cursor = await conn.execute(
-            "SELECT id, follower_id FROM follows WHERE followee_id = %s AND id < %s "
-            "ORDER BY id DESC LIMIT %s",
-            (user_id, after_follow_id or (1 << 62), limit),
-        )
-        return [(int(row[0]), int(row[1])) for row in await cursor.fetchall()]
+    async def of(self, author_id: int) -> list[list[int]]:
+        batches: list[list[int]] = []
+        below = ABOVE_EVERY_ID
+        while True:
+            async with self._db.reading() as conn:
+                cursor = await conn.execute(
+                    "SELECT id, follower_id FROM follows WHERE followee_id = %s AND id < %s "
+                    "ORDER BY id DESC LIMIT %s",
+                    (author_id, below, self._size),
+                )
+                page = [(int(row[0]), int(row[1])) for row in await cursor.fetchall()]
+            if not page:
+                return batches
+            batches.append([follower for _, follower in page])
+            below = page[-1][0]
+            if len(page) < self._size:
+                return batches
 
 
 class FollowGraph:
     """The follow service's domain logic, transport-free."""
 
-    def __init__(self, settings: Settings, db: Database) -> None:
-        self._threshold = settings.celebrity_threshold
+    def __init__(self, db: Database, celebrities: CelebrityRule) -> None:
         self._db = db
+        self._celebrities = celebrities
 
     async def follow(self, caller: Caller, user_id: int) -> None:
         _positive(user_id)
@@ -113,29 +143,29 @@ class FollowGraph:
 
     async def stats(self, caller: Caller, user_id: int) -> FollowStats:
         _positive(user_id)
-        async with self._db.reading(for_user=caller.user_id, known=caller.write_position) as conn:
+        async with self._db.reading(for_user=caller.user_id) as conn:
             cursor = await conn.execute(
-                "SELECT coalesce(s.follower_count, 0), coalesce(s.following_count, 0) "
+                "SELECT coalesce(s.follower_count, 0), coalesce(s.following_count, 0), "
+                f"{self._celebrities.holds('s.follower_count')} "
                 "FROM users u LEFT JOIN user_stats s ON s.user_id = u.id WHERE u.id = %s",
                 (user_id,),
             )
             row = await cursor.fetchone()
         if row is None:
             raise NotFound(f"user {user_id} does not exist")
-        followers, following = int(row[0]), int(row[1])
-        return FollowStats(followers, following, followers >= self._threshold)
+        return FollowStats(int(row[0]), int(row[1]), bool(row[2]))
 
     async def _list(
         self, caller: Caller, user_id: int, page: Page, owner_column: str, other_column: str
     ) -> IdPage:
         _positive(user_id)
-        async with self._db.reading(for_user=caller.user_id, known=caller.write_position) as conn:
+        async with self._db.reading(for_user=caller.user_id) as conn:
             if not await user_exists(conn, user_id):
                 raise NotFound(f"user {user_id} does not exist")
             cursor = await conn.execute(
                 f"SELECT id, {other_column} FROM follows "
                 f"WHERE {owner_column} = %s AND id < %s ORDER BY id DESC LIMIT %s",
-                (user_id, page.after or (1 << 62), page.size + 1),
+                (user_id, page.below, page.size + 1),
             )
             rows = await cursor.fetchall()
         shown = rows[: page.size]

@@ -16,9 +16,8 @@ from typing import Any
 import jwt
 import redis.asyncio as aioredis
 
-from dmb.domain.errors import Unauthenticated, Unavailable
+from dmb.errors import Unauthenticated, Unavailable
 from dmb.settings import Settings
-from dmb.stores.postgres import WritePosition
 
 REQUIRED_CLAIMS = ("sub", "iat", "exp", "iss", "aud", "jti")
 
@@ -35,8 +34,6 @@ class Caller:
     user_id: int
     jti: str
     expires_at: int
-    # Set by the gateway, which reads it with the rate-limit buckets: reads skip their lookup.
-    write_position: WritePosition | None = None
 
 
 class TokenVerifier:

@@ -10,7 +10,8 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-from dmb.domain.errors import InvalidArgument
+from dmb.errors import InvalidArgument
+from dmb.ids import ABOVE_EVERY_ID
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -23,6 +24,16 @@ class Page:
 
     size: int
     after: int | None
+
+    @property
+    def below(self) -> int:
+        """Newest-first lists continue with ids below this one (the first page: below every id)."""
+        return self.after if self.after is not None else ABOVE_EVERY_ID
+
+    @property
+    def above(self) -> int:
+        """Oldest-first lists continue with ids above this one (the first page: above 0)."""
+        return self.after if self.after is not None else 0
 
 
 def encode_cursor(last_id: int) -> str:

@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-import redis.asyncio as aioredis
 
 from dmb.domain.counters import COMMENTS, LIKES, Counters, Counts
-from dmb.domain.errors import InvalidArgument, NotFound, PermissionDenied
 from dmb.domain.identity import Caller
 from dmb.domain.paging import Page, next_cursor
 from dmb.domain.timestamps import to_timestamp
+from dmb.errors import InvalidArgument, NotFound, PermissionDenied
 from dmb.stores.postgres import AsyncConn, Database
 from dmb.v1 import resources_pb2
 
@@ -77,9 +76,9 @@ def comment_message(row: Sequence[Any]) -> resources_pb2.Comment:
 class Posts:
     """The post service's domain logic, transport-free."""
 
-    def __init__(self, db: Database, redis: aioredis.Redis) -> None:
+    def __init__(self, db: Database, counters: Counters) -> None:
         self._db = db
-        self.counters = Counters(db, redis)
+        self.counters = counters
 
     async def create(self, caller: Caller, content: str) -> resources_pb2.Post:
         text = valid_content(content)
@@ -113,10 +112,7 @@ class Posts:
             raise InvalidArgument(f"at most {MAX_BATCH} post ids per call")
         if not post_ids:
             return []
-        async with self._db.reading(
-            for_user=reader.user_id if reader else None,
-            known=reader.write_position if reader else None,
-        ) as conn:
+        async with self._db.reading(for_user=reader.user_id if reader else None) as conn:
             return await self.hydrate(conn, post_ids)
 
     async def hydrate(self, conn: AsyncConn, post_ids: Sequence[int]) -> list[resources_pb2.Post]:
@@ -156,7 +152,7 @@ class Posts:
 
     async def list_by_author(self, caller: Caller, user_id: int, page: Page) -> PostPage:
         _positive(user_id, "user_id")
-        async with self._db.reading(for_user=caller.user_id, known=caller.write_position) as conn:
+        async with self._db.reading(for_user=caller.user_id) as conn:
             exists = await (
                 await conn.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))
             ).fetchone()
@@ -165,7 +161,7 @@ class Posts:
             cursor = await conn.execute(
                 f"SELECT {_POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.author_id "
                 "WHERE p.author_id = %s AND p.id < %s ORDER BY p.id DESC LIMIT %s",
-                (user_id, page.after or (1 << 62), page.size + 1),
+                (user_id, page.below, page.size + 1),
             )
             rows = await cursor.fetchall()
         shown = rows[: page.size]
@@ -222,12 +218,12 @@ class Posts:
 
     async def list_comments(self, caller: Caller, post_id: int, page: Page) -> CommentPage:
         _positive(post_id, "post_id")
-        async with self._db.reading(for_user=caller.user_id, known=caller.write_position) as conn:
+        async with self._db.reading(for_user=caller.user_id) as conn:
             await self._require_post(conn, post_id)
             cursor = await conn.execute(
                 "SELECT id, post_id, author_id, content, created_at FROM comments "
                 "WHERE post_id = %s AND id > %s ORDER BY id LIMIT %s",
-                (post_id, page.after or 0, page.size + 1),
+                (post_id, page.above, page.size + 1),
             )
             rows = await cursor.fetchall()
         shown = rows[: page.size]

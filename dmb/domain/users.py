@@ -22,9 +22,9 @@ import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from dmb.domain.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated, Unavailable
 from dmb.domain.identity import AccessToken, AccessTokenIssuer, Caller, denylist_key
 from dmb.domain.timestamps import to_timestamp
+from dmb.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated, Unavailable
 from dmb.settings import Settings
 from dmb.stores.postgres import Database
 from dmb.v1 import resources_pb2
@@ -81,11 +81,13 @@ def user_message(row: Sequence[Any], with_email: bool) -> resources_pb2.User:
 class UserAccounts:
     """The user service's domain logic, transport-free."""
 
-    def __init__(self, settings: Settings, db: Database, redis: aioredis.Redis) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, redis: aioredis.Redis, issuer: AccessTokenIssuer
+    ) -> None:
         self._settings = settings
         self._db = db
         self._redis = redis
-        self._issuer = AccessTokenIssuer(settings)
+        self._issuer = issuer
         self._dummy_hash = _HASHER.hash(secrets.token_urlsafe(16))
 
     async def register(self, username: str, email: str, password: str) -> resources_pb2.User:
@@ -173,7 +175,7 @@ class UserAccounts:
     async def get_user(self, caller: Caller, user_id: int) -> resources_pb2.User:
         if user_id <= 0:
             raise InvalidArgument("user_id must be a positive id")
-        async with self._db.reading(for_user=caller.user_id, known=caller.write_position) as conn:
+        async with self._db.reading(for_user=caller.user_id) as conn:
             cursor = await conn.execute(
                 "SELECT id, username, email, created_at FROM users WHERE id = %s", (user_id,)
             )

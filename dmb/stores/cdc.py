@@ -1,15 +1,16 @@
-"""Change data capture from Postgres' WAL: decode `test_decoding` output into Debezium envelopes.
+"""Change data capture from Postgres' WAL: read the slot, decode `test_decoding` output.
 
 The relay reads a logical replication slot with SQL (`pg_logical_slot_peek_changes`, since
 psycopg 3 cannot stream replication), publishes each change, and only then moves the slot
 forward (`pg_replication_slot_advance`): at-least-once, whatever moment the relay dies at.
 `test_decoding` ships with Postgres and is available on RDS, so no extension is needed.
+`SlotReader` is the relay's one connection; the envelopes it publishes are defined in
+`dmb.stores.change_events`.
 """
 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,11 +18,10 @@ from typing import Any
 
 import psycopg
 
+from dmb.stores.change_events import CAPTURED_TABLES, Change
+
 SLOT = "dmb_cdc"
 PLUGIN = "test_decoding"
-TOPIC_PREFIX = "dmb.public."
-CAPTURED_TABLES = ("posts", "follows")
-PRIMARY_KEYS = {"posts": ("id",), "follows": ("follower_id", "followee_id")}
 _INT_TYPES = {"bigint", "integer", "smallint"}
 _HEADER = re.compile(r"^table (?P<schema>[^.]+)\.(?P<table>[^:]+): (?P<op>INSERT|UPDATE|DELETE):")
 _BEGIN = re.compile(r"^BEGIN (?P<xid>\d+)")
@@ -31,46 +31,6 @@ _OPS = {"INSERT": "c", "UPDATE": "u", "DELETE": "d"}
 
 class DecodeError(ValueError):
     """A line of test_decoding output that does not parse."""
-
-
-@dataclass(frozen=True)
-class Change:
-    lsn: str
-    xid: int
-    schema: str
-    table: str
-    op: str  # c, u, d
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-    commit_ms: int = 0
-
-    @property
-    def topic(self) -> str:
-        return f"{TOPIC_PREFIX}{self.table}"
-
-    @property
-    def key(self) -> dict[str, Any]:
-        row = self.after if self.after is not None else self.before
-        assert row is not None
-        return {column: row.get(column) for column in PRIMARY_KEYS[self.table]}
-
-    def envelope(self, database: str = "dmb") -> dict[str, Any]:
-        """The Debezium-style event: before, after, op, source{...}, ts_ms."""
-        return {
-            "before": self.before,
-            "after": self.after,
-            "op": self.op,
-            "source": {
-                "connector": "dmb-cdc",
-                "db": database,
-                "schema": self.schema,
-                "table": self.table,
-                "lsn": self.lsn,
-                "txId": self.xid,
-                "ts_ms": self.commit_ms,
-            },
-            "ts_ms": int(time.time() * 1000),
-        }
 
 
 def _value(type_name: str, raw: str) -> Any:
@@ -174,20 +134,45 @@ def decode(rows: Iterable[Sequence[Any]]) -> Batch:
     return batch
 
 
-def ensure_slot(conn: psycopg.Connection[Any], slot: str = SLOT) -> None:
+def ensure_slot(conn: psycopg.Connection[Any], slot: str = SLOT) -> bool:
+    """Create the slot unless it exists; True when this call created it."""
     row = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,))
-    if row.fetchone() is None:
-        conn.execute("SELECT pg_create_logical_replication_slot(%s, %s)", (slot, PLUGIN))
+    if row.fetchone() is not None:
+        return False
+    conn.execute("SELECT pg_create_logical_replication_slot(%s, %s)", (slot, PLUGIN))
+    return True
 
 
-def peek(conn: psycopg.Connection[Any], slot: str = SLOT, limit: int = 2000) -> Batch:
-    rows = conn.execute(
-        "SELECT lsn::text, xid::text::bigint, data FROM pg_logical_slot_peek_changes("
-        "%s, NULL, %s, 'include-xids', '1', 'include-timestamp', '1')",
-        (slot, limit),
-    ).fetchall()
-    return decode(rows)
+class SlotReader:
+    """One autocommit connection to the primary that reads the slot and moves it forward."""
+
+    def __init__(self, database_url: str, slot: str = SLOT) -> None:
+        self.slot = slot
+        self._conn = psycopg.connect(database_url, autocommit=True)
+
+    def ensure_slot(self) -> bool:
+        return ensure_slot(self._conn, self.slot)
+
+    def peek(self, limit: int = 2000) -> Batch:
+        """The next whole transactions after the slot's position (nothing is consumed)."""
+        rows = self._conn.execute(
+            "SELECT lsn::text, xid::text::bigint, data FROM pg_logical_slot_peek_changes("
+            "%s, NULL, %s, 'include-xids', '1', 'include-timestamp', '1')",
+            (self.slot, limit),
+        ).fetchall()
+        return decode(rows)
+
+    def advance(self, lsn: str) -> None:
+        """Forget everything up to `lsn`: call only once every change up to it is delivered."""
+        self._conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, lsn))
+
+    def close(self) -> None:
+        self._conn.close()
 
 
-def advance(conn: psycopg.Connection[Any], lsn: str, slot: str = SLOT) -> None:
-    conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (slot, lsn))
+def create_slot(database_url: str, slot: str = SLOT) -> bool:
+    """Make sure the slot exists before anything writes: a change committed before the slot's
+    creation never reaches Kafka. Run with the migrations (`dmb migrate`, `dmb up`); the relay
+    also creates it at start when it is missing. True when this call created it."""
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
+        return ensure_slot(conn, slot)

@@ -1,11 +1,12 @@
-"""Postgres access: writes on the primary, reads on the replica, read-your-writes by WAL position.
+"""Postgres access: writes on the primary, reads on the replica unless the reader just wrote.
 
-After a caller's write commits, the primary's WAL position (LSN) is stored under the caller's
-id in Redis for a short while (`remember_write()` inside the transaction asks for it; the
-position is taken after COMMIT, so it covers the commit record: taken before, a replica could
-have replayed up to it and still not show the row). A read on behalf of that caller goes to the
-replica only once the replica has replayed up to that position, otherwise to the primary.
-Everyone else reads the replica. Without a replica URL all reads use the primary.
+`transaction()` runs on the primary; a write that should be visible to its author at once calls
+`remember_write()` inside it, and once the transaction has committed the primary's WAL position
+is recorded for that user (`dmb.stores.read_your_writes`). The position is taken after COMMIT,
+so it covers the commit record: taken before, a replica could have replayed up to it and still
+not show the row. `reading(for_user=...)` goes to the replica only once it has replayed past the
+user's recorded position, otherwise to the primary. Without a replica URL all reads use the
+primary.
 
 Connections are in autocommit mode: a read is one statement and one round trip, where an
 implicit transaction would add a BEGIN and a COMMIT to each; writes open explicit transactions.
@@ -13,35 +14,19 @@ implicit transaction would add a BEGIN and a COMMIT to each; writes open explici
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import psycopg
 import redis.asyncio as aioredis
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from dmb.domain.errors import Unavailable
+from dmb.errors import Unavailable
 from dmb.settings import Settings
+from dmb.stores import read_your_writes
 
 AsyncConn = psycopg.AsyncConnection[TupleRow]
-READ_YOUR_WRITES_SECONDS = 30
-
-
-def write_position_key(user_id: int) -> str:
-    """Where the WAL position of `user_id`'s latest write is kept (for READ_YOUR_WRITES_SECONDS)."""
-    return f"dmb:ryw:{user_id}"
-
-
-@dataclass(frozen=True)
-class WritePosition:
-    """A user's latest write position, already read from Redis earlier in the same request
-    (the gateway reads it in the round trip it makes anyway); `lsn` None: no recent write.
-    Passed to `reading()`, it spares the read a Redis lookup of its own."""
-
-    lsn: str | None
 
 
 class Database:
@@ -51,7 +36,7 @@ class Database:
         if settings.database_url is None:
             raise ValueError("DMB_DATABASE_URL is not set (start the local stack with `dmb up`)")
         self._timeout = settings.store_timeout_seconds
-        self._redis = redis
+        self._redis = redis  # None: no read-your-writes tracking (reads go to the replica)
         self._writers: dict[AsyncConn, int] = {}  # open transactions that asked for RYW
         self.primary = self._pool(settings.database_url.get_secret_value(), settings, "primary")
         replica_url = settings.database_replica_url
@@ -98,17 +83,14 @@ class Database:
 
     @asynccontextmanager
     async def reading(
-        self,
-        for_user: int | None = None,
-        fresh: bool = False,
-        known: WritePosition | None = None,
+        self, for_user: int | None = None, fresh: bool = False
     ) -> AsyncIterator[AsyncConn]:
         """A connection for reads: the replica unless it lags behind `for_user`'s last write.
 
         `fresh` reads the primary: for rare reads that must see every commit (login right
         after registering, before the caller has an identity to track).
         """
-        pool = self.primary if fresh else await self._read_pool(for_user, known)
+        pool = self.primary if fresh else await self._read_pool(for_user)
         async with self._connection(pool) as conn:
             yield conn
 
@@ -120,35 +102,28 @@ class Database:
     async def _record_position(self, conn: AsyncConn, user_id: int) -> None:
         assert self._redis is not None
         row = await (await conn.execute("SELECT pg_current_wal_insert_lsn()::text")).fetchone()
-        if row is None:
-            return
-        # Without Redis, reads may lag by the replica's delay; the write itself is safe.
-        with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError):
-            await self._redis.set(write_position_key(user_id), row[0], ex=READ_YOUR_WRITES_SECONDS)
+        if row is not None:
+            await read_your_writes.record(self._redis, user_id, row[0])
 
-    async def _read_pool(
-        self, for_user: int | None, known: WritePosition | None
-    ) -> AsyncConnectionPool[AsyncConn]:
+    async def _read_pool(self, for_user: int | None) -> AsyncConnectionPool[AsyncConn]:
         if self.replica is None:
             return self.primary
-        if for_user is None or (self._redis is None and known is None):
+        if for_user is None:
             return self.replica
-        lsn: str | bytes | None
+        known = read_your_writes.known_for(for_user)
         if known is not None:
             lsn = known.lsn
+        elif self._redis is None:
+            return self.replica
         else:
-            assert self._redis is not None
             try:
-                lsn = await self._redis.get(write_position_key(for_user))
+                lsn = await read_your_writes.lookup(self._redis, for_user)
             except (aioredis.ConnectionError, aioredis.TimeoutError):
                 return self.primary  # cannot tell: the primary is always fresh
         if lsn is None:
             return self.replica
         async with self._connection(self.replica) as conn:
-            cursor = await conn.execute(
-                "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
-                (lsn.decode() if isinstance(lsn, bytes) else lsn,),
-            )
+            cursor = await conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,))
             row = await cursor.fetchone()
         return self.replica if row is not None and row[0] else self.primary
 

@@ -1,8 +1,22 @@
-"""Redis client factory: bounded timeouts so a dead Redis gives a clear error, not a hang."""
+"""Redis: the client factory (bounded timeouts, so a dead Redis is a clear error, not a hang) and
+the one way Lua scripts are run, alone or inside a pipeline.
+
+Scripts are called by their SHA-1 (`EVALSHA`), never by sending their source each time. Redis
+forgets scripts when it restarts, fails over or runs `SCRIPT FLUSH`; the call then answers
+NOSCRIPT, and `LuaScript.run` / `run_pipeline` load the script and run once more. Pipelines given
+to `run_pipeline` must be safe to run twice (ours are: when a script is missing none of its
+calls ran, and the other commands in them are reads or idempotent writes).
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from dmb.settings import Settings
 
@@ -17,3 +31,46 @@ def create_redis(settings: Settings) -> aioredis.Redis:
         health_check_interval=30,
         decode_responses=False,
     )
+
+
+class LuaScript:
+    """A Lua script known by its SHA-1; `queue` adds a call to a pipeline, `run` calls it alone."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis' own naming
+
+    def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[Any]) -> None:
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def run(self, redis: aioredis.Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await redis.script_load(self.source)
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+
+
+async def run_pipeline(
+    redis: aioredis.Redis, scripts: Sequence[LuaScript], fill: Callable[[Pipeline], None]
+) -> list[Any]:
+    """One round trip: a non-transactional pipeline filled by `fill`, its replies in order.
+
+    A failed command raises its error; NOSCRIPT loads `scripts` and runs the pipeline again.
+    """
+    try:
+        return await _execute(redis, fill)
+    except NoScriptError:
+        for script in scripts:
+            await redis.script_load(script.source)
+        return await _execute(redis, fill)
+
+
+async def _execute(redis: aioredis.Redis, fill: Callable[[Pipeline], None]) -> list[Any]:
+    async with redis.pipeline(transaction=False) as pipe:
+        fill(pipe)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies

@@ -19,9 +19,10 @@ from ray.serve.metrics import Counter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from dmb.domain.errors import Unavailable
+from dmb.composition import process_components
 from dmb.domain.identity import Caller
-from dmb.settings import load_settings
+from dmb.errors import Unavailable
+from dmb.stores.read_your_writes import WritePosition
 from serve_apps.gateway.core import GatewayCore
 from serve_apps.gateway.descriptors import DEFAULT_DESCRIPTOR_SET, MethodSpec, load_descriptor_set
 
@@ -40,14 +41,22 @@ class HandleDispatcher:
     def __init__(self) -> None:
         self._handles: dict[tuple[str, str], DeploymentHandle[Any]] = {}
 
-    async def call(self, method: MethodSpec, request: Message, caller: Caller | None) -> Message:
+    async def call(
+        self,
+        method: MethodSpec,
+        request: Message,
+        caller: Caller | None,
+        write_position: WritePosition | None,
+    ) -> Message:
         key = (method.app, method.deployment)
         handle = self._handles.get(key)
         if handle is None:
             handle = serve.get_deployment_handle(method.deployment, app_name=method.app)
             self._handles[key] = handle
         try:
-            reply: Message = await getattr(handle, method.name).remote(request, caller=caller)
+            reply: Message = await getattr(handle, method.name).remote(
+                request, caller=caller, write_position=write_position
+            )
         except _UNAVAILABLE as exc:
             raise Unavailable(f"{method.app} is unavailable: {type(exc).__name__}") from exc
         return reply
@@ -84,8 +93,8 @@ class GatewayDeployment:
         files = load_descriptor_set(
             Path(descriptor_set) if descriptor_set else DEFAULT_DESCRIPTOR_SET
         )
-        self._core = GatewayCore(
-            load_settings(),
+        self._core = GatewayCore.assemble(
+            process_components(),
             HandleDispatcher(),
             descriptor_set=files,
             metrics=RayMetrics(),

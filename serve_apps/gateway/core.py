@@ -1,11 +1,11 @@
 """The gateway's request path, independent of how a method is reached.
 
-route -> JWT (in-process) -> one Redis round trip (every bucket in one EVALSHA, plus the denylist)
--> transcode -> one dispatch -> JSON. Requests refused early (404, 405, 401) are still charged to
-their bucket and carry the RateLimit-* headers like every other response. A `Dispatcher`
-delivers the request message to the service: through a DeploymentHandle in the Serve gateway
-(serve_apps.gateway.app), or by a direct call in the single-process monolith baseline
-(benchmarks), so both run exactly this code.
+route -> JWT (in-process) -> admission (one Redis round trip: every bucket, the denylist, the
+caller's write position) -> transcode -> one dispatch -> JSON. Requests refused early (404, 405,
+401) are still charged to their bucket and carry the RateLimit-* headers like every other
+response. A `Dispatcher` delivers the request message to the service: through a
+DeploymentHandle in the Serve gateway (serve_apps.gateway.app), or by a direct call in the
+single-process monolith baseline (benchmarks), so both run exactly this code.
 """
 
 from __future__ import annotations
@@ -14,28 +14,26 @@ import asyncio
 import json
 import logging
 import re
-import socket
 import time
 import uuid
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import quote
 
 import grpc
-import psycopg
 from google.protobuf import descriptor_pb2
 from google.protobuf.message import Message
-from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from dmb.domain.errors import DomainError, Unauthenticated
-from dmb.domain.identity import Caller, TokenVerifier, bearer_token, denylist_key
+from dmb.composition import Components
+from dmb.domain.admission import Admission
+from dmb.domain.identity import Caller, TokenVerifier, bearer_token
+from dmb.errors import DomainError, Unauthenticated
 from dmb.settings import Settings
-from dmb.stores.postgres import WritePosition, write_position_key
-from dmb.stores.redis import create_redis
+from dmb.stores.health import StoreHealth
+from dmb.stores.read_your_writes import WritePosition
 from serve_apps.gateway import openapi
-from serve_apps.gateway.buckets import Decision, degraded, request_buckets
 from serve_apps.gateway.descriptors import (
     MethodSpec,
     build_service_map,
@@ -43,7 +41,6 @@ from serve_apps.gateway.descriptors import (
     load_descriptor_set,
 )
 from serve_apps.gateway.errors import bearer_challenge, error_response
-from serve_apps.gateway.ratelimit import RateLimiter, RateLimiterUnavailable
 from serve_apps.gateway.routes import Match, RouteNotFound, RouteTable, VerbNotAllowed
 from serve_apps.gateway.transcode import TranscodeError, request_message, response_document
 
@@ -53,8 +50,15 @@ _OWN_ENDPOINTS = ("/healthz", "/openapi.json")
 
 
 class Dispatcher(Protocol):
-    async def call(self, method: MethodSpec, request: Message, caller: Caller | None) -> Message:
-        """Deliver `request` to the service method; raise DomainError for a failure."""
+    async def call(
+        self,
+        method: MethodSpec,
+        request: Message,
+        caller: Caller | None,
+        write_position: WritePosition | None,
+    ) -> Message:
+        """Deliver `request` (and what the gateway knows of the caller) to the service method;
+        raise DomainError for a failure."""
 
 
 class Metrics(Protocol):
@@ -109,31 +113,52 @@ def raw_path(request: Request) -> str:
 
 
 class GatewayCore:
-    """One request: route, JWT, buckets (+ denylist), transcode, one dispatch, JSON reply."""
+    """One request: route, JWT, admission, transcode, one dispatch, JSON reply."""
 
     def __init__(
         self,
         settings: Settings,
         dispatcher: Dispatcher,
+        admission: Admission,
+        verifier: TokenVerifier,
+        health: StoreHealth,
         descriptor_set: descriptor_pb2.FileDescriptorSet | None = None,
         metrics: Metrics | None = None,
         echo_request_id: bool = True,
     ) -> None:
         self.settings = settings
         self._dispatcher = dispatcher
+        self._admission = admission
+        self._verifier = verifier  # signatures only: the denylist is read during admission
+        self._health = health
         files = descriptor_set if descriptor_set is not None else load_descriptor_set()
         self.methods = build_service_map(files)
         self.routes = RouteTable(exposed(self.methods.values()))
         self.openapi = json.dumps(openapi.build_document(self.routes.routes, files)).encode()
-        self._redis = create_redis(settings)
-        self._limiter = RateLimiter(self._redis)
-        self._verifier = TokenVerifier(settings)  # signature only; denylist read with the buckets
         self._metrics = metrics or _NoMetrics()
         self._echo_request_id = echo_request_id
-        self._next_failure_log = 0.0
 
-    async def close(self) -> None:
-        await self._redis.aclose()
+    @classmethod
+    def assemble(
+        cls,
+        components: Components,
+        dispatcher: Dispatcher,
+        descriptor_set: descriptor_pb2.FileDescriptorSet | None = None,
+        metrics: Metrics | None = None,
+        echo_request_id: bool = True,
+    ) -> GatewayCore:
+        """The gateway wired from the process's components (the Serve replica, the monolith
+        and the tests all build it this way)."""
+        return cls(
+            components.settings,
+            dispatcher,
+            components.admission,
+            components.verifier,
+            components.health,
+            descriptor_set=descriptor_set,
+            metrics=metrics,
+            echo_request_id=echo_request_id,
+        )
 
     async def handle(self, request: Request, request_id: str | None = None) -> Response:
         """Answer one HTTP request; never raises. `request_id`: Serve's, when behind Serve."""
@@ -183,7 +208,10 @@ class GatewayCore:
                 challenge = bearer_challenge(token_presented=bool(authorization))
                 refusal = Refusal(exc.code, exc.message, challenge)
         # Charged even for requests about to be refused: 404 scans and bad tokens cost tokens.
-        decision, revoked, caller = await self._admit(request, caller, exempt=own)
+        admitted = await self._admission.admit(self._client_ip(request), caller, exempt=own)
+        if admitted.degraded:
+            self._metrics.redis_failed()
+        decision = admitted.decision
         if decision is None:
             return error_response(
                 grpc.StatusCode.UNAVAILABLE, "rate limiter unavailable (failing closed)"
@@ -198,7 +226,7 @@ class GatewayCore:
             )
         if refusal is not None:
             return refusal.response(headers)
-        if revoked:
+        if admitted.revoked:
             return error_response(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "access token has been revoked",
@@ -209,7 +237,9 @@ class GatewayCore:
             response.headers.update(headers)
             return response
         assert match is not None
-        return await self._call(request, request_id, match, caller, headers)
+        return await self._call(
+            request, request_id, match, caller, admitted.write_position, headers
+        )
 
     async def _call(
         self,
@@ -217,6 +247,7 @@ class GatewayCore:
         request_id: str,
         match: Match,
         caller: Caller | None,
+        write_position: WritePosition | None,
         headers: dict[str, str],
     ) -> Response:
         method = match.route.method
@@ -236,7 +267,7 @@ class GatewayCore:
             return error_response(grpc.StatusCode.INVALID_ARGUMENT, str(exc), headers)
         try:
             reply = await asyncio.wait_for(
-                self._dispatcher.call(method, message, caller),
+                self._dispatcher.call(method, message, caller, write_position),
                 timeout=self.settings.request_timeout_seconds,
             )
         except DomainError as exc:
@@ -254,45 +285,6 @@ class GatewayCore:
 
     def _openapi(self) -> Response:
         return Response(self.openapi, media_type="application/json")
-
-    async def _admit(
-        self, request: Request, caller: Caller | None, exempt: bool = False
-    ) -> tuple[Decision | None, bool, Caller | None]:
-        """Charge the buckets, read the denylist and the caller's latest write position in one
-        round trip. Returns (decision, revoked, the caller carrying its write position).
-
-        Without Redis: admitted (fail-open) or None (fail-closed; the gateway's own endpoints
-        stay up so /healthz can say what is wrong); the write position stays unknown, and the
-        service looks it up itself.
-        """
-        buckets = request_buckets(
-            self.settings, self._client_ip(request), caller.user_id if caller else None
-        )
-        if caller is None:
-            deny_key = position_key = None
-        else:
-            deny_key, position_key = denylist_key(caller.jti), write_position_key(caller.user_id)
-        try:
-            checked = await self._limiter.check(
-                buckets, also_exists=deny_key, also_get=position_key
-            )
-        except RateLimiterUnavailable as exc:
-            self._metrics.redis_failed()
-            fail_open = self.settings.rate_limit_fail_open
-            self._log_failure(exc, fail_open)
-            return (degraded(buckets) if fail_open or exempt else None), False, caller
-        if caller is not None:
-            caller = replace(caller, write_position=WritePosition(checked.value))
-        return checked.decision, checked.key_exists, caller
-
-    def _log_failure(self, exc: Exception, fail_open: bool) -> None:
-        """At most one line a second while Redis is down: every request fails the same way."""
-        now = time.monotonic()
-        if now < self._next_failure_log:
-            return
-        self._next_failure_log = now + 1.0
-        mode = "admitting (fail-open)" if fail_open else "refusing (fail-closed)"
-        log.warning("rate limiter: Redis unavailable, %s: %s", mode, exc)
 
     def _client_ip(self, request: Request) -> str:
         hops = self.settings.trusted_proxy_hops
@@ -319,48 +311,13 @@ class GatewayCore:
 
     async def healthz(self) -> Response:
         """Each dependency, probed in parallel with the store timeout: 200 only if all answer."""
-        probes = [
-            self._check("redis", self._ping_redis()),
-            self._check("postgres", self._ping_postgres(self.settings.database_url)),
-            self._check("kafka", self._ping_kafka()),
-        ]
-        if self.settings.database_replica_url is not None:
-            replica = self._ping_postgres(self.settings.database_replica_url)
-            probes.append(self._check("postgres_replica", replica))
-        checks = await asyncio.gather(*probes)
-        healthy = all(ok for _, ok, _ in checks)
+        probes = await self._health.check()
+        healthy = all(probe.ok for probe in probes)
         body = {
             "status": "ok" if healthy else "degraded",
-            "dependencies": {name: {"ok": ok, "detail": detail} for name, ok, detail in checks},
+            "dependencies": {p.name: {"ok": p.ok, "detail": p.detail} for p in probes},
         }
         return JSONResponse(body, status_code=200 if healthy else 503)
-
-    async def _check(self, name: str, probe: Any) -> tuple[str, bool, str]:
-        try:
-            await asyncio.wait_for(probe, timeout=self.settings.store_timeout_seconds)
-        except Exception as exc:  # any failure is reported, not raised
-            return name, False, f"{type(exc).__name__}: {exc}"[:200]
-        return name, True, "ok"
-
-    async def _ping_redis(self) -> None:
-        await self._redis.ping()
-
-    async def _ping_postgres(self, url: SecretStr | None) -> None:
-        if url is None:
-            raise RuntimeError("DMB_DATABASE_URL is not set")
-        async with await psycopg.AsyncConnection.connect(
-            url.get_secret_value(), connect_timeout=int(self.settings.store_timeout_seconds)
-        ) as conn:
-            await conn.execute("SELECT 1")
-
-    async def _ping_kafka(self) -> None:
-        bootstrap = self.settings.kafka_bootstrap
-        if not bootstrap:
-            raise RuntimeError("DMB_KAFKA_BOOTSTRAP is not set")
-        host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: socket.create_connection((host, int(port)), timeout=2).close()
-        )
 
 
 def _not_allowed(verb: str, path: str, allowed: list[str]) -> Refusal:

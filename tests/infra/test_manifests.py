@@ -128,6 +128,7 @@ def test_serve_config_embeds_every_application(rendered: Rendered, path: str) ->
         "follows": "serve_apps.follows:build_app",
         "posts": "serve_apps.posts:build_app",
         "feed": "serve_apps.feed:build_app",
+        "pipeline": "actors.supervisor:build_app",
     }
     assert {name: app["route_prefix"] for name, app in apps.items()} == {
         "gateway": "/",
@@ -135,6 +136,7 @@ def test_serve_config_embeds_every_application(rendered: Rendered, path: str) ->
         "follows": "/internal/follows",
         "posts": "/internal/posts",
         "feed": "/internal/feed",
+        "pipeline": None,
     }
     assert config["http_options"]["port"] == 8000
     assert config["grpc_options"]["port"] == 9000
@@ -148,7 +150,9 @@ def test_serve_config_embeds_every_application(rendered: Rendered, path: str) ->
         for deployment in app["deployments"]:
             assert "ray_actor_options" in deployment, deployment["name"]
             assert "autoscaling_config" in deployment or "num_replicas" in deployment
-    supervisor = next(d for d in apps["feed"]["deployments"] if d["name"] == "FanoutSupervisor")
+    supervisor = next(
+        d for d in apps["pipeline"]["deployments"] if d["name"] == "PipelineSupervisor"
+    )
     assert set(supervisor["user_config"]) == {"fanout_workers"}
     assert isinstance(supervisor["user_config"]["fanout_workers"], int)
 

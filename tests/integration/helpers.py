@@ -44,3 +44,9 @@ def walk_pages(
         if not page.next_cursor:
             return seen
         cursor = page.next_cursor
+
+
+def grpc_metadata(app: str, token: str | None = None) -> tuple[tuple[str, str], ...]:
+    """Metadata for a call through the gRPC ingress: the app to route to, and the bearer token."""
+    routing = (("application", app),)
+    return (*routing, ("authorization", f"Bearer {token}")) if token else routing

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from dmb.launcher import LocalSystem
 from dmb.localstack import read_state, scratch_data_dir
 from dmb.localstack.process import free_port, pid_alive
+from entrypoints.launcher import LocalSystem
 
-DMB = [sys.executable, "-m", "dmb.cli"]
+DMB = [sys.executable, "-m", "entrypoints.cli"]
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from psycopg.pq import TransactionStatus
 
 from dmb.settings import Settings
 from dmb.stores.postgres import Database
+from dmb.stores.read_your_writes import position_key
 from dmb.stores.redis import create_redis
 from tests.integration.helpers import make_users
 
@@ -36,8 +37,8 @@ def test_a_write_is_remembered_at_a_position_after_its_commit(
                 row = await cursor.fetchone()
                 assert row is not None
                 before_commit = str(row[0])
-                assert await redis.get(f"dmb:ryw:{user}") is None  # nothing before COMMIT
-            stored = await redis.get(f"dmb:ryw:{user}")
+                assert await redis.get(position_key(user)) is None  # nothing before COMMIT
+            stored = await redis.get(position_key(user))
             assert stored is not None
             return before_commit, stored.decode() if isinstance(stored, bytes) else stored
         finally:
@@ -64,7 +65,7 @@ def test_a_failed_transaction_remembers_nothing(settings: Settings, database_url
         try:
             with pytest.raises(psycopg.errors.CheckViolation):
                 await failing_write(db, user)
-            result: bytes | str | None = await redis.get(f"dmb:ryw:{user}")
+            result: bytes | str | None = await redis.get(position_key(user))
             return result
         finally:
             await db.close()

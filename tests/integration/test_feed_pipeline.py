@@ -13,7 +13,7 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -24,10 +24,11 @@ from ray import serve
 
 from actors import cdc_relay, feed_consumer
 from actors.background import NAMESPACE
-from dmb.launcher import LocalSystem
+from dmb.domain.feed import author_key, feed_key
 from dmb.settings import Settings
 from dmb.stores.kafka import create_consumer, decode
 from dmb.v1 import feed_pb2, follows_pb2, posts_pb2
+from entrypoints.launcher import LocalSystem
 from tests.integration.helpers import as_caller, make_users, walk_pages
 
 
@@ -38,6 +39,18 @@ def handles(serve_system: LocalSystem) -> dict[str, Any]:
         "follows": serve.get_deployment_handle("FollowService", app_name="follows"),
         "feed": serve.get_deployment_handle("FeedService", app_name="feed"),
     }
+
+
+@pytest.fixture
+def restores_pool(serve_system: LocalSystem, settings: Settings) -> Iterator[None]:
+    """For tests that resize the shared fan-out pool: put it back to its configured size."""
+    yield
+    size = settings.fanout_workers
+    serve_system.redeploy(
+        {"pipeline": [{"name": "PipelineSupervisor", "user_config": {"fanout_workers": size}}]}
+    )
+    consumer: Any = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
+    assert ray.get(consumer.resize.remote(size)) == size
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +94,14 @@ def _feed(h: dict[str, Any], user: int, size: int = 20, cursor: str = "") -> Any
 
 
 def _in_feed(r: redis.Redis, user: int, post: int) -> bool:
-    return r.zscore(f"feed:{user}", str(post)) is not None
+    return r.zscore(feed_key(user), str(post)) is not None
 
 
 def _open(h: dict[str, Any], r: redis.Redis, *users: int) -> None:
     """Read each user's home feed once, so their `feed:<user>` set exists (an active user)."""
     for user in users:
         _feed(h, user)
-        assert r.exists(f"feed:{user}")
+        assert r.exists(feed_key(user))
 
 
 def _whole_feed(h: dict[str, Any], user: int, size: int = 50) -> list[int]:
@@ -136,7 +149,7 @@ def test_celebrities_are_read_at_request_time(
         _follow(handles, fan, star)
     _open(handles, r, reader)
     post = _post(handles, star, "a celebrity speaks")
-    _eventually(lambda: r.zscore(f"posts:{star}", str(post)) is not None, "author's recent set")
+    _eventually(lambda: r.zscore(author_key(star), str(post)) is not None, "author's recent set")
     time.sleep(1)  # give a (wrong) fan-out the chance to happen
     assert not _in_feed(r, reader, post)
     assert post in [p.id for p in _feed(handles, reader).posts]
@@ -167,7 +180,7 @@ def test_paging_merges_without_repeats_and_rebuilds_a_lost_feed(
     _eventually(
         lambda: (
             all(_in_feed(r, reader, p) for p in made[::2])
-            and all(r.zscore(f"posts:{star}", str(p)) is not None for p in made[1::2])
+            and all(r.zscore(author_key(star), str(p)) is not None for p in made[1::2])
         ),
         "fan-out of normal posts and the celebrity's recent set",
     )
@@ -177,7 +190,7 @@ def test_paging_merges_without_repeats_and_rebuilds_a_lost_feed(
         after_first=lambda: _post(handles, normal, "arrives while paging"),  # must not appear
     )
     assert walked[: len(made)] == sorted(made, reverse=True)
-    r.delete(f"feed:{reader}", f"posts:{star}")  # Redis lost them
+    r.delete(feed_key(reader), author_key(star))  # Redis lost them
     assert [p.id for p in _feed(handles, reader, size=100).posts][-len(made) :] == sorted(
         made, reverse=True
     )
@@ -210,6 +223,7 @@ def test_relay_publishes_debezium_envelopes(
     assert "ts_ms" in found
 
 
+@pytest.mark.usefixtures("restores_pool")
 def test_killed_relay_and_worker_lose_nothing(
     handles: dict[str, Any], r: redis.Redis, database_url: str
 ) -> None:
@@ -230,12 +244,13 @@ def test_killed_relay_and_worker_lose_nothing(
     assert ray.get(consumer.resize.remote(4)) == 4
 
 
+@pytest.mark.usefixtures("restores_pool")
 def test_operator_resizes_the_pool_by_editing_the_serve_config(
     serve_system: LocalSystem, handles: dict[str, Any], r: redis.Redis, database_url: str
 ) -> None:
     consumer: Any = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
     serve_system.redeploy(
-        {"feed": [{"name": "FanoutSupervisor", "user_config": {"fanout_workers": 3}}]}
+        {"pipeline": [{"name": "PipelineSupervisor", "user_config": {"fanout_workers": 3}}]}
     )
     _eventually(lambda: ray.get(consumer.stats.remote())["workers"] == 3, "pool resized")
     author, fan = make_users(database_url, 2)
@@ -254,11 +269,11 @@ def test_a_fan_out_into_a_lost_feed_does_not_truncate_it(
     _open(handles, r, reader, witness)
     older = [_post(handles, author, f"before the loss {i}") for i in range(3)]
     _eventually(lambda: all(_in_feed(r, reader, p) for p in older), "fan-out")
-    r.delete(f"feed:{reader}")  # evicted
+    r.delete(feed_key(reader))  # evicted
     newer = _post(handles, author, "while the feed is gone")
     # The witness is in the same 100-follower batch: once it has the post, so would the reader.
     _eventually(lambda: _in_feed(r, witness, newer), "fan-out of the new post")
-    assert not r.exists(f"feed:{reader}")  # not recreated holding just the new post
+    assert not r.exists(feed_key(reader))  # not recreated holding just the new post
     assert [p.id for p in _feed(handles, reader).posts] == [newer, *reversed(older)]
 
 
@@ -279,7 +294,7 @@ def test_pagination_walks_a_thousand_post_feed_without_gaps_or_repeats(
     _eventually(  # the two authors' events sit on different partitions: wait for both
         lambda: (
             all(_in_feed(r, reader, p) for p in by_normal)
-            and all(r.zscore(f"posts:{star}", str(p)) is not None for p in by_star)
+            and all(r.zscore(author_key(star), str(p)) is not None for p in by_star)
         ),
         "fan-out of 500 posts and the celebrity's 500 in its recent set",
         120,

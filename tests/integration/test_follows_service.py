@@ -12,15 +12,14 @@ import psycopg
 import pytest
 from ray import serve
 
-from dmb.domain.errors import InvalidArgument, NotFound
-from dmb.domain.follows import FollowGraph, celebrities_followed_by, follower_ids_page
-from dmb.launcher import LocalSystem
+from dmb.domain.follows import CelebrityRule, FollowerBatches, FollowGraph
+from dmb.errors import InvalidArgument, NotFound
 from dmb.settings import Settings
 from dmb.stores.postgres import Database
 from dmb.v1 import follows_pb2 as pb
 from dmb.v1 import follows_pb2_grpc
-from tests.conftest import grpc_metadata
-from tests.integration.helpers import as_caller, make_users
+from entrypoints.launcher import LocalSystem
+from tests.integration.helpers import as_caller, grpc_metadata, make_users
 
 
 @pytest.fixture(scope="module")
@@ -141,14 +140,16 @@ def test_celebrity_flag_flips_at_the_threshold(settings: Settings, database_url:
         )
         db = Database(primary_only)
         await db.open()
-        graph = FollowGraph(primary_only, db)
+        rule = CelebrityRule(primary_only.celebrity_threshold)
+        graph = FollowGraph(db, rule)
         try:
             flags: list[Any] = []
             for fan in fans:
                 await graph.follow(as_caller(fan), star)
                 flags.append((await graph.stats(as_caller(fan), star)).is_celebrity)
-            flags.append(await celebrities_followed_by(db, fans[0], 3))
-            flags.append(await follower_ids_page(db, star, None, 2))
+            async with db.reading() as conn:
+                flags.append(await rule.followed_by(conn, fans[0]))
+            flags.append(await FollowerBatches(db, 2).of(star))
             return flags
         finally:
             await db.close()
@@ -156,7 +157,7 @@ def test_celebrity_flag_flips_at_the_threshold(settings: Settings, database_url:
     first, second, third, celebrities, page = asyncio.run(scenario())
     assert (first, second, third) == (False, False, True)
     assert celebrities == [star]
-    assert [follower for _, follower in page] == [fans[2], fans[1]]
+    assert page[0] == [fans[2], fans[1]]
 
 
 def test_grpc_ingress_serves_follows_with_the_jwt(

@@ -21,10 +21,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from dmb.domain.errors import NotFound, Unavailable
+from dmb.composition import Components
 from dmb.domain.identity import Caller, denylist_key
+from dmb.errors import NotFound, Unavailable
 from dmb.settings import Settings
-from dmb.stores.postgres import WritePosition, write_position_key
+from dmb.stores.read_your_writes import WritePosition, position_key
 from dmb.v1 import users_pb2
 from serve_apps.gateway.core import GatewayCore
 from serve_apps.gateway.descriptors import MethodSpec
@@ -39,10 +40,18 @@ class Recorder:
 
     def __init__(self, answer: Callable[[MethodSpec, Message, Caller | None], Any]) -> None:
         self.calls: list[tuple[str, Message, Caller | None]] = []
+        self.positions: list[WritePosition | None] = []
         self._answer = answer
 
-    async def call(self, method: MethodSpec, request: Message, caller: Caller | None) -> Message:
+    async def call(
+        self,
+        method: MethodSpec,
+        request: Message,
+        caller: Caller | None,
+        write_position: WritePosition | None,
+    ) -> Message:
         self.calls.append((method.full_name, request, caller))
+        self.positions.append(write_position)
         reply = self._answer(method, request, caller)
         if asyncio.iscoroutine(reply):
             reply = await reply
@@ -80,7 +89,9 @@ def _client(
     metrics: Any = None,
     files: descriptor_pb2.FileDescriptorSet | None = None,
 ) -> Iterator[TestClient]:
-    core = GatewayCore(settings, dispatcher, descriptor_set=files, metrics=metrics)
+    core = GatewayCore.assemble(
+        Components(settings), dispatcher, descriptor_set=files, metrics=metrics
+    )
 
     async def endpoint(request: Request) -> Response:
         return await core.handle(request)
@@ -183,14 +194,13 @@ def test_the_caller_carries_its_latest_write_position_to_the_service(
     writer, reader = (uuid.uuid4().int % 10**12 for _ in range(2))
     dispatcher = Recorder(_echo_caller)
     with redis.Redis.from_url(redis_url) as client:
-        client.set(write_position_key(writer), b"0/3000060", ex=60)
+        client.set(position_key(writer), b"0/3000060", ex=60)
     for client in _client(proxied, dispatcher):
         for user in (writer, reader):
             headers = {**_from(_fresh_ip()), "Authorization": f"Bearer {issue_token(user)}"}
             assert client.get("/v1/users/5/stats", headers=headers).status_code == 200
-    positions = [caller.write_position for _, _, caller in dispatcher.calls if caller]
     # Read in the rate limiter's round trip: the service needs no Redis lookup of its own.
-    assert positions == [WritePosition("0/3000060"), WritePosition(None)]
+    assert dispatcher.positions == [WritePosition(writer, "0/3000060"), WritePosition(reader, None)]
 
 
 def test_a_logged_out_token_is_refused(

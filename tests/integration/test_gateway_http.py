@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import requests
 
-from dmb.launcher import LocalSystem
 from dmb.settings import Settings
+from entrypoints.launcher import LocalSystem
 
 PASSWORD = "gateway password"
 

@@ -10,10 +10,12 @@ from typing import TypeVar
 import pytest
 import redis.asyncio as aioredis
 
+from dmb.domain.admission import RateLimiter, RateLimiterUnavailable
+from dmb.domain.buckets import BucketSpec, take_all
+from dmb.domain.identity import denylist_key
 from dmb.settings import Settings
+from dmb.stores.read_your_writes import position_key
 from dmb.stores.redis import create_redis
-from serve_apps.gateway.buckets import BucketSpec, take_all
-from serve_apps.gateway.ratelimit import RateLimiter, RateLimiterUnavailable
 
 T = TypeVar("T")
 
@@ -136,14 +138,14 @@ def test_the_script_is_reloaded_after_a_script_flush(settings: Settings) -> None
         await client.script_flush()
         plain = (await limiter.check(buckets)).decision
         await client.script_flush()
-        pipelined = (await limiter.check(buckets, also_exists="dmb:jwt:deny:nothing")).decision
+        pipelined = (await limiter.check(buckets, also_exists=denylist_key("nothing"))).decision
         return plain.allowed, pipelined.allowed
 
     assert _run(settings, scenario) == (True, True)
 
 
 def test_the_denylist_lookup_rides_in_the_same_round_trip(settings: Settings) -> None:
-    key = f"dmb:jwt:deny:{uuid.uuid4().hex}"
+    key = denylist_key(uuid.uuid4().hex)
     buckets = _pair(ip_capacity=5, user_capacity=5, rate=1)
 
     async def scenario(client: aioredis.Redis) -> tuple[bool, bool]:
@@ -157,7 +159,7 @@ def test_the_denylist_lookup_rides_in_the_same_round_trip(settings: Settings) ->
 
 
 def test_the_write_position_read_rides_in_the_same_round_trip(settings: Settings) -> None:
-    key = f"dmb:ryw:{uuid.uuid4().hex}"
+    key = position_key(uuid.uuid4().int % 10**12)
     buckets = _pair(ip_capacity=5, user_capacity=5, rate=1)
 
     async def scenario(client: aioredis.Redis) -> tuple[str | None, str | None, bool]:

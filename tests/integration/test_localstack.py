@@ -12,11 +12,11 @@ import psycopg
 import pytest
 import redis
 
-from dmb.launcher import LocalSystem
 from dmb.localstack import LocalStack, StackError, read_state, scratch_data_dir
 from dmb.localstack.process import pid_alive
 from dmb.localstack.redis import RedisServer
 from dmb.settings import Settings, load_settings
+from entrypoints.launcher import LocalSystem
 
 
 @pytest.fixture

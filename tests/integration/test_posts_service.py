@@ -15,15 +15,14 @@ import redis
 from ray import serve
 
 from dmb.domain.counters import Counters, counts_key
-from dmb.domain.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
-from dmb.launcher import LocalSystem
+from dmb.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from dmb.settings import Settings
 from dmb.stores.postgres import Database
 from dmb.stores.redis import create_redis
 from dmb.v1 import posts_pb2 as pb
 from dmb.v1 import posts_pb2_grpc
-from tests.conftest import grpc_metadata
-from tests.integration.helpers import as_caller, make_users, walk_pages
+from entrypoints.launcher import LocalSystem
+from tests.integration.helpers import as_caller, grpc_metadata, make_users, walk_pages
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import uuid
 import psycopg
 from argon2 import PasswordHasher
 
-from dmb.seed import SeedPlan, run_seed
+from entrypoints.seed import SeedPlan, run_seed
 
 
 def test_seed_writes_a_consistent_graph(database_url: str) -> None:

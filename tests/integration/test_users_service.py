@@ -12,14 +12,14 @@ import psycopg
 import pytest
 from ray import serve
 
-from dmb.domain.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from dmb.domain.identity import Caller, TokenVerifier
-from dmb.launcher import LocalSystem
+from dmb.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from dmb.settings import Settings
 from dmb.stores.redis import create_redis
 from dmb.v1 import users_pb2 as pb
 from dmb.v1 import users_pb2_grpc
-from tests.conftest import grpc_metadata
+from entrypoints.launcher import LocalSystem
+from tests.integration.helpers import grpc_metadata
 
 PASSWORD = "correct horse battery"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 
-from dmb import codegen
+from entrypoints import codegen
 
 TEST_PROTOS = Path(__file__).resolve().parent
 LIBRARY = "testonly/v1/library.proto"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from dmb import codegen
+from entrypoints import codegen
 
 
 def _copy_generated(tmp_path: Path) -> Path:

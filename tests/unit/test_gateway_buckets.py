@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.crc import key_slot
 
-from dmb.settings import load_settings
-from serve_apps.gateway.buckets import (
+from dmb.domain.buckets import (
     BucketSpec,
     BucketState,
     decide,
@@ -15,6 +14,7 @@ from serve_apps.gateway.buckets import (
     request_buckets,
     take_all,
 )
+from dmb.settings import load_settings
 
 IP = BucketSpec("ip", capacity=1000, refill_per_sec=10)
 USER = BucketSpec("user", capacity=100, refill_per_sec=10)

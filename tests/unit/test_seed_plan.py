@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dmb.seed import SeedError, SeedPlan, plan_follows, post_ids_for
+from entrypoints.seed import SeedError, SeedPlan, plan_follows, post_ids_for
 
 
 def _follows(plan: SeedPlan) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from dmb.domain.errors import Unauthenticated
 from dmb.domain.identity import AccessTokenIssuer, TokenVerifier
+from dmb.errors import Unauthenticated
 from dmb.settings import Settings, load_settings
 
 

@@ -1,7 +1,8 @@
-"""Domain errors carry the gRPC status they map to, so every transport reports them the same way.
+"""The error vocabulary of every layer: each error carries the gRPC status it maps to.
 
-Raised below the transport; the gRPC ingress sets the status on the call, and the gateway, which
-receives the same exception through a DeploymentHandle, maps the status to HTTP (DESIGN.md §4).
+The lowest layer, beside settings and ids: stores raise `Unavailable`, the domain raises the rest.
+The gRPC ingress sets the status on the call, and the gateway, which receives the same exception
+through a DeploymentHandle, maps the status to HTTP (DESIGN.md §4): one mapping, two transports.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -27,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
         result: int = args.handler(settings, args)
     except StackError as exc:
@@ -81,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
-    from dmb.launcher import LocalSystem
+    from entrypoints.launcher import LocalSystem
 
     stop_requested = threading.Event()
     print(f"dmb: starting (data in {settings.data_dir.resolve()}) ...", flush=True)
@@ -104,7 +106,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _print_summary(system: object) -> None:
-    from dmb.launcher import LocalSystem
+    from entrypoints.launcher import LocalSystem
 
     assert isinstance(system, LocalSystem)
     assert system.stack is not None
@@ -112,8 +114,6 @@ def _print_summary(system: object) -> None:
         print(f"  {name:<18} 127.0.0.1:{info['port']:<6} log: {info['log']}")
     for app in system.deployed:
         print(f"  app {app.name:<14} deployed ({app.import_path})")
-    for app in system.not_built:
-        print(f"  app {app.name:<14} not built yet ({app.import_path} does not exist)")
     addresses = system.addresses()
     print(f"  HTTP  {addresses['http']}")
     print(f"  gRPC  {addresses['grpc']}")
@@ -163,6 +163,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from dmb.stores import cdc
     from dmb.stores.migrate import MigrationError, migrate
 
     url = _database_url(settings)
@@ -174,6 +175,8 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     for migration in applied:
         print(f"applied {migration.version:04d}_{migration.name}")
     print("schema is up to date" if not applied else f"{len(applied)} migration(s) applied")
+    if cdc.create_slot(url):
+        print(f"created the replication slot {cdc.SLOT}")
     return 0
 
 
@@ -191,7 +194,7 @@ def _database_url(settings: Settings) -> str:
 
 
 def _seed(settings: Settings, args: argparse.Namespace) -> int:
-    from dmb.seed import SeedError, SeedPlan, run_seed
+    from entrypoints.seed import SeedError, SeedPlan, run_seed
 
     plan = SeedPlan(
         users=args.users,
@@ -223,7 +226,7 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _codegen(settings: Settings, args: argparse.Namespace) -> int:
-    from dmb.codegen import main as codegen_main
+    from entrypoints.codegen import main as codegen_main
 
     return codegen_main(check_only=args.check)
 

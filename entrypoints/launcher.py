@@ -1,8 +1,8 @@
-"""Composition root for one machine: local stores, migrations, a Ray cluster and every Serve app.
+"""The system on one machine: local stores, migrations and the CDC slot, a Ray cluster, and
+every Serve application (which in turn starts the pipeline's actors: serve_apps.pipeline).
 
 `dmb up`, the integration tests and the benchmarks all start the system through `LocalSystem`,
-so what is tested is what runs. This module sits above everything else (it may import
-`serve_apps`); nothing imports it.
+so what is tested is what runs. Entrypoints sit above every other layer; nothing imports them.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 from dmb.localstack import LocalStack
 from dmb.localstack.process import free_port
 from dmb.settings import Settings
+from dmb.stores import cdc
 from dmb.stores.migrate import migrate
 from serve_apps.topology import APPLICATIONS, AppSpec, local_serve_config
 
@@ -38,7 +39,6 @@ class LocalSystem:
     stack: LocalStack | None = field(default=None, init=False)
     resolved: Settings | None = field(default=None, init=False)
     deployed: tuple[AppSpec, ...] = field(default=(), init=False)
-    not_built: tuple[AppSpec, ...] = field(default=(), init=False)
     _ray_started: bool = field(default=False, init=False)
 
     def __enter__(self) -> LocalSystem:
@@ -53,7 +53,7 @@ class LocalSystem:
             self.stack = LocalStack(self.settings, self.with_replica, self.fast_unsafe)
             self.resolved = self.stack.start()
             assert self.resolved.database_url is not None
-            migrate(self.resolved.database_url.get_secret_value())
+            prepare_database(self.resolved.database_url.get_secret_value())
             if self.start_serve:
                 self.serve()
             else:
@@ -78,8 +78,11 @@ class LocalSystem:
             import ray
             from ray import serve
 
+            from actors.supervisor import stop_pipeline
+
             try:
                 serve.shutdown()  # type: ignore[no-untyped-call]
+                stop_pipeline()
             finally:
                 ray.shutdown()
                 self._ray_started = False
@@ -142,14 +145,12 @@ class LocalSystem:
         from ray.serve.schema import ServeDeploySchema
 
         assert self.resolved is not None
-        built = tuple(app for app in self.applications if app.is_built())
-        self.not_built = tuple(app for app in self.applications if app not in built)
         config = ServeDeploySchema.model_validate(
             local_serve_config(
                 self.resolved.http_host,
                 self.resolved.http_port,
                 self.resolved.grpc_port,
-                built,
+                self.applications,
                 deployments,
             )
         )
@@ -159,9 +160,8 @@ class LocalSystem:
             grpc_options=config.grpc_options.model_dump(),
             proxy_location=config.proxy_location,
         )
-        if built:
-            client.deploy_apps(config, _blocking=True)
-        self.deployed = built
+        client.deploy_apps(config, _blocking=True)
+        self.deployed = self.applications
 
     def addresses(self) -> dict[str, Any]:
         assert self.resolved is not None
@@ -169,3 +169,10 @@ class LocalSystem:
             "http": f"http://{self.resolved.http_host}:{self.resolved.http_port}",
             "grpc": f"127.0.0.1:{self.resolved.grpc_port}",
         }
+
+
+def prepare_database(database_url: str) -> None:
+    """Migrations, then the CDC slot: both before anything writes (`dmb migrate` does the same)."""
+    migrate(database_url)
+    if cdc.create_slot(database_url):
+        log.info("created the replication slot %s", cdc.SLOT)

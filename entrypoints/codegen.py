@@ -112,5 +112,5 @@ def main(check_only: bool) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover - convenience for `python -m dmb.codegen`
+if __name__ == "__main__":  # pragma: no cover - convenience for `python -m entrypoints.codegen`
     sys.exit(main(check_only="--check" in sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""What the benchmarks share: a seeded local system, locust runs, probes, reports and plots."""

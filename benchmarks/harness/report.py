@@ -1,0 +1,54 @@
+"""The e2e benchmark's table: every target at every load level, with its ratios."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness.locust import aggregated
+
+TARGETS = ("product", "feed_only", "post_only", "monolith", "hop", "bare")
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(
+        f"\n{'users':>5} {'target':<10} {'req/s':>8} {'p50':>7} {'p95':>7} {'p99':>7} "
+        f"{'err%':>6} {'vs hop':>7} {'vs mono':>8}"
+    )
+    for level, runs in report["levels"].items():
+        hop_rps = aggregated(runs["hop"]).get("rps", 0) or 1
+        mono_rps = aggregated(runs["monolith"]).get("rps", 0) or 1
+        for target in TARGETS:
+            agg = aggregated(runs[target])
+            print(
+                f"{level:>5} {target:<10} {agg.get('rps', 0):>8.0f} {agg.get('p50_ms', 0):>7.0f} "
+                f"{agg.get('p95_ms', 0):>7.0f} {agg.get('p99_ms', 0):>7.0f} "
+                f"{100 * agg.get('error_rate', 0):>6.2f} "
+                f"{agg.get('rps', 0) / hop_rps:>7.2f} {agg.get('rps', 0) / mono_rps:>8.2f}"
+            )
+        for route, stats in sorted(runs["product"].items()):
+            if route != "Aggregated":
+                print(
+                    f"{'':>5}   {route:<36} {stats['rps']:>7.1f} req/s  p50 {stats['p50_ms']:.0f}"
+                    f"  p95 {stats['p95_ms']:.0f}  p99 {stats['p99_ms']:.0f} ms"
+                    f"  err {100 * stats['error_rate']:.2f}%"
+                )
+    fresh = report.get("freshness_ms")
+    if fresh:
+        print(
+            f"post-to-follower-feed freshness under load: p50 {fresh['p50']} ms, "
+            f"p99 {fresh['p99']} ms ({fresh['samples']} samples)"
+        )
+    hop = report.get("hop_vs_grpc")
+    if hop:
+        http, direct = hop["http_gateway_handle"], hop["grpc_ingress_direct"]
+        print(
+            f"GET post: HTTP via gateway + handle {http['requests_per_second']:.0f} req/s "
+            f"(p50 {http['p50_ms']:.1f} ms); gRPC ingress direct {direct['rps']:.0f} req/s "
+            f"(p50 {direct['p50_ms']:.1f} ms)"
+        )
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2))

@@ -1,0 +1,134 @@
+"""The composition root of one process: settings, store clients and the domain objects, built
+once and wired together here, nowhere else.
+
+Every Serve replica and every pipeline actor is its own process; each asks `process_components()`
+for what it needs (the posts service takes `posts`, the counter flusher `counters`, ...). Objects
+are built on first use, so a process holds only what it uses, and shared ones (the store clients,
+the token verifier) exist once per process however many users they have. The single-process
+monolith (benchmarks/monolith.py) and the tests build a `Components` of their own the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from functools import cached_property
+
+from dmb.domain.admission import Admission
+from dmb.domain.counters import Counters
+from dmb.domain.feed import AuthorPosts, FeedWriter, HomeFeed, SetRebuilder
+from dmb.domain.feed_events import FanoutPort, FeedEventHandler
+from dmb.domain.follows import CelebrityRule, FollowerBatches, FollowGraph
+from dmb.domain.identity import AccessTokenIssuer, TokenVerifier
+from dmb.domain.posts import Posts
+from dmb.domain.users import UserAccounts
+from dmb.settings import Settings, load_settings
+from dmb.stores.clients import StoreClients
+from dmb.stores.health import StoreHealth
+
+
+class Components:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # -- stores ------------------------------------------------------------------------------
+
+    @cached_property
+    def stores(self) -> StoreClients:
+        return StoreClients(self.settings)
+
+    async def ready(self) -> None:
+        """Open the store clients (once; called before every request, a no-op afterwards)."""
+        await self.stores.ready()
+
+    async def close(self) -> None:
+        if "stores" in self.__dict__:
+            await self.stores.close()
+
+    @cached_property
+    def health(self) -> StoreHealth:
+        return StoreHealth(self.settings, self.stores.redis)
+
+    # -- identity and admission --------------------------------------------------------------
+
+    @cached_property
+    def verifier(self) -> TokenVerifier:
+        return TokenVerifier(self.settings, self.stores.redis)
+
+    @cached_property
+    def admission(self) -> Admission:
+        return Admission(self.settings, self.stores.redis)
+
+    @cached_property
+    def accounts(self) -> UserAccounts:
+        issuer = AccessTokenIssuer(self.settings)
+        return UserAccounts(self.settings, self.stores.db, self.stores.redis, issuer)
+
+    # -- follows, posts, counters ------------------------------------------------------------
+
+    @cached_property
+    def celebrities(self) -> CelebrityRule:
+        return CelebrityRule(self.settings.celebrity_threshold)
+
+    @cached_property
+    def follow_graph(self) -> FollowGraph:
+        return FollowGraph(self.stores.db, self.celebrities)
+
+    @cached_property
+    def counters(self) -> Counters:
+        return Counters(self.stores.db, self.stores.redis)
+
+    @cached_property
+    def posts(self) -> Posts:
+        return Posts(self.stores.db, self.counters)
+
+    # -- the feed ----------------------------------------------------------------------------
+
+    @cached_property
+    def feed_writer(self) -> FeedWriter:
+        return FeedWriter(self.stores.redis, self.settings.feed_max_length)
+
+    @cached_property
+    def _rebuilder(self) -> SetRebuilder:
+        return SetRebuilder(self.stores.db, self.stores.redis)
+
+    @cached_property
+    def author_posts(self) -> AuthorPosts:
+        return AuthorPosts(self.stores.redis, self._rebuilder, self.settings.feed_max_length)
+
+    @cached_property
+    def home_feed(self) -> HomeFeed:
+        return HomeFeed(
+            self.stores.db,
+            self.stores.redis,
+            self.posts,
+            self.author_posts,
+            self._rebuilder,
+            self.celebrities,
+            self.settings.feed_max_length,
+        )
+
+    def feed_event_handler(self, fanout: FanoutPort) -> FeedEventHandler:
+        """The handler of the feed's change events, handing batches to `fanout`."""
+        return FeedEventHandler(
+            self.stores.db,
+            self.feed_writer,
+            self.author_posts,
+            FollowerBatches(self.stores.db, self.settings.fanout_batch_size),
+            self.celebrities,
+            fanout,
+        )
+
+
+def configure_logging(settings: Settings) -> None:
+    """Apply DMB_LOG_LEVEL to our loggers (Ray and Serve configure their own handlers)."""
+    logging.getLogger("dmb").setLevel(settings.log_level)
+
+
+@functools.cache
+def process_components() -> Components:
+    """This process's one `Components`, from the DMB_* environment (the only place a Ray worker
+    reads its settings)."""
+    settings = load_settings()
+    configure_logging(settings)
+    return Components(settings)

@@ -1,0 +1,115 @@
+"""The change events on the CDC topics, both ends in one place.
+
+The relay turns each captured row change into a Debezium-style envelope on topic
+`dmb.public.<table>`, keyed by the row's primary key (so one row's events stay in order on one
+partition). The feed consumer decodes those records back into the four small events the domain
+handles. Topic names, keys and the envelope's shape are defined here only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+TOPIC_PREFIX = "dmb.public."
+CAPTURED_TABLES = ("posts", "follows")
+PRIMARY_KEYS = {"posts": ("id",), "follows": ("follower_id", "followee_id")}
+
+
+def topic_of(table: str) -> str:
+    return f"{TOPIC_PREFIX}{table}"
+
+
+FEED_TOPICS = tuple(topic_of(table) for table in CAPTURED_TABLES)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One committed row change as read from the WAL."""
+
+    lsn: str
+    xid: int
+    schema: str
+    table: str
+    op: str  # c, u, d
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    commit_ms: int = 0
+
+    @property
+    def topic(self) -> str:
+        return topic_of(self.table)
+
+    @property
+    def key(self) -> dict[str, Any]:
+        row = self.after if self.after is not None else self.before
+        assert row is not None
+        return {column: row.get(column) for column in PRIMARY_KEYS[self.table]}
+
+    def envelope(self, database: str = "dmb") -> dict[str, Any]:
+        """The Debezium-style event: before, after, op, source{...}, ts_ms."""
+        return {
+            "before": self.before,
+            "after": self.after,
+            "op": self.op,
+            "source": {
+                "connector": "dmb-cdc",
+                "db": database,
+                "schema": self.schema,
+                "table": self.table,
+                "lsn": self.lsn,
+                "txId": self.xid,
+                "ts_ms": self.commit_ms,
+            },
+            "ts_ms": int(time.time() * 1000),
+        }
+
+
+@dataclass(frozen=True)
+class PostCreated:
+    post_id: int
+    author_id: int
+
+
+@dataclass(frozen=True)
+class PostDeleted:
+    post_id: int
+    author_id: int
+
+
+@dataclass(frozen=True)
+class Followed:
+    follower_id: int
+    followee_id: int
+
+
+@dataclass(frozen=True)
+class Unfollowed:
+    follower_id: int
+    followee_id: int
+
+
+FeedEvent = PostCreated | PostDeleted | Followed | Unfollowed
+
+
+def decode_event(topic: str, envelope: dict[str, Any] | None) -> FeedEvent | None:
+    """The domain event an envelope carries; None for changes the feed does not act on
+    (updates, other tables, tombstones)."""
+    if not envelope:
+        return None
+    table = topic.removeprefix(TOPIC_PREFIX)
+    op = envelope.get("op")
+    if table == "posts" and op == "c":
+        row = envelope["after"]
+        return PostCreated(int(row["id"]), int(row["author_id"]))
+    if table == "posts" and op == "d":
+        row = envelope["before"]
+        return PostDeleted(int(row["id"]), int(row["author_id"]))
+    if table == "follows" and op == "c":
+        row = envelope["after"]
+        return Followed(int(row["follower_id"]), int(row["followee_id"]))
+    if table == "follows" and op == "d":
+        row = envelope["before"]
+        return Unfollowed(int(row["follower_id"]), int(row["followee_id"]))
+    return None
