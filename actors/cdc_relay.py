@@ -20,7 +20,8 @@ from ray.util.metrics import Counter, Gauge
 from actors.background import BackgroundLoop, LoopingActor, ensure_singleton
 from dmb.composition import process_components
 from dmb.stores import cdc
-from dmb.stores.kafka import create_producer, encode
+from dmb.stores.change_events import FEED_TOPICS
+from dmb.stores.kafka import create_producer, encode, ensure_topics
 
 NAME = "cdc-relay"
 log = logging.getLogger("dmb.cdc_relay")
@@ -42,7 +43,9 @@ class CdcRelay(LoopingActor):
     def _relay_forever(self, stop: threading.Event) -> None:
         assert self._settings.database_url is not None
         assert self._settings.kafka_bootstrap is not None
-        producer = create_producer(self._settings.kafka_bootstrap)
+        bootstrap = self._settings.kafka_bootstrap
+        ensure_topics(bootstrap, FEED_TOPICS, self._settings.kafka_topic_partitions)
+        producer = create_producer(bootstrap)
         reader = cdc.SlotReader(self._settings.database_url.get_secret_value(), self._slot)
         try:
             if reader.ensure_slot():

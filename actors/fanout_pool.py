@@ -2,10 +2,11 @@
 in a single pipelined Redis round trip. `FanoutPool` is the domain's fan-out port
 (`dmb.domain.feed_events.FanoutPort`).
 
-Workers are restarted by Ray when they die and their in-flight call is retried
-(max_restarts/max_task_retries = -1); writes are idempotent, so a retry is harmless. The pool
-can grow or shrink while running: removed workers leave the rotation, finish what they were
-given, and exit when their last handle is dropped.
+Workers are spread over the cluster's nodes (Ray's SPREAD strategy, which KubeRay worker
+groups honour as well), restarted by Ray when they die (on another node when theirs is gone)
+and their in-flight call is retried (max_restarts/max_task_retries = -1); writes are
+idempotent, so a retry is harmless. The pool can grow or shrink while running: removed workers
+leave the rotation, finish what they were given, and exit when their last handle is dropped.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class FanoutPool:
         self._workers: list[Any] = []
         self._cycle: itertools.cycle[Any] | None = None
         self._in_flight = 0
+        self.batches_sent = 0
         self._depth = Gauge("dmb_fanout_queue_depth", description="Batches submitted, not done")
         self.resize(size)
 
@@ -70,7 +72,10 @@ class FanoutPool:
         while len(self._workers) < size:
             self._workers.append(
                 worker_class.options(
-                    num_cpus=self._cpus, max_restarts=-1, max_task_retries=-1
+                    num_cpus=self._cpus,
+                    max_restarts=-1,
+                    max_task_retries=-1,
+                    scheduling_strategy="SPREAD",
                 ).remote()
             )
         del self._workers[size:]  # dropped handles: they finish queued calls, then exit
@@ -82,6 +87,7 @@ class FanoutPool:
             return
         assert self._cycle is not None
         refs = [next(self._cycle).write.remote(op, post_id, batch) for batch in batches]
+        self.batches_sent += len(refs)
         self._in_flight += len(refs)
         self._depth.set(self._in_flight)
         try:

@@ -1,17 +1,26 @@
-"""Feed consumer: reads change events from Kafka and hands them to the feed's event handler,
-which hands fan-out batches to this actor's pool.
+"""Feed consumers: a group of actors reading the change topics (one Kafka consumer group, the
+partitions shared among them), each handing events to the feed's event handler, which hands
+fan-out batches to that consumer's own pool of workers.
 
 Offsets are committed only after an event's fan-out is complete. If handling fails, the
 consumer seeks back to the first unhandled record of each partition and commits only what was
 done, so a crash or an error replays instead of dropping.
+
+A consumer that Ray restarts after a crash runs its constructor again with the arguments it was
+first created with; it asks the PipelineSupervisor for its current share of the pool instead,
+so it comes back at the configured size (and the supervisor checks every few seconds anyway).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from typing import Any
+
+import ray
+from ray import serve
 
 from actors.background import BackgroundLoop, LoopingActor, ensure_singleton
 from actors.fanout_pool import FanoutPool
@@ -20,46 +29,67 @@ from dmb.domain.feed_events import FeedEventHandler
 from dmb.stores.change_events import FEED_TOPICS, decode_event
 from dmb.stores.kafka import create_consumer, decode
 
-NAME = "feed-consumer"
+GROUP = "dmb-feed"
+SUPERVISOR = ("PipelineSupervisor", "pipeline")  # deployment, application
 log = logging.getLogger("dmb.feed_consumer")
 
 
+def name_of(index: int) -> str:
+    return f"feed-consumer-{index}"
+
+
 class FeedConsumer(LoopingActor):
-    def __init__(self, workers: int, group_id: str = "dmb-feed") -> None:
+    def __init__(self, index: int, workers: int, group_id: str = GROUP) -> None:
         self._components = process_components()
+        self._index = index
         self._group_id = group_id
-        self.pool = FanoutPool(workers)
+        self._desired = workers
+        # Restarted by Ray: `workers` is the size it was first created with; the loop asks the
+        # supervisor for the current one before it makes the pool and consumes anything.
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self._pool = None if restarted else FanoutPool(workers)
+        self._started_with = 0 if restarted else workers
         self._handled = 0
-        self._loop = BackgroundLoop(NAME, self._run)
+        self._loop = BackgroundLoop(name_of(index), self._run)
 
     def resize(self, workers: int) -> int:
         """Change the pool size while running; in-flight batches finish on their workers."""
-        self.pool.resize(workers)
-        return self.pool.size
+        self._desired = workers
+        if self._pool is not None and workers != self._pool.size:
+            self._pool.resize(workers)
+        return workers
 
     def worker_pids(self) -> list[int]:
-        return self.pool.worker_pids()
+        return self._pool.worker_pids() if self._pool else []
 
     def stats(self) -> dict[str, int]:
+        pool = self._pool
         return {
             "handled": self._handled,
-            "workers": self.pool.size,
-            "in_flight": self.pool.in_flight,
+            "workers": pool.size if pool else 0,
+            "started_with": self._started_with,  # workers, when this incarnation started
+            "batches": pool.batches_sent if pool else 0,
+            "in_flight": pool.in_flight if pool else 0,
+            "pid": os.getpid(),
         }
 
     async def _run(self, stop: threading.Event) -> None:
         components = self._components
         bootstrap = components.settings.kafka_bootstrap
         assert bootstrap is not None
+        if self._pool is None:
+            self._desired = await _configured_share(self._index, fallback=self._desired)
+            self._pool = FanoutPool(self._desired)
+            self._started_with = self._desired
         await components.ready()
-        handler = components.feed_event_handler(self.pool)
+        handler = components.feed_event_handler(self._pool)
         consumer = create_consumer(bootstrap, self._group_id, list(FEED_TOPICS))
         try:
             while not stop.is_set():
                 records = await asyncio.to_thread(consumer.poll, 500)
                 await self._handle(consumer, handler, records)
         finally:
-            consumer.close()
+            consumer.close()  # leaves the group at once: the others take its partitions now
 
     async def _handle(self, consumer: Any, handler: FeedEventHandler, records: Any) -> None:
         done = set()
@@ -84,6 +114,18 @@ class FeedConsumer(LoopingActor):
             await asyncio.to_thread(consumer.commit)
 
 
-def start(workers: int) -> Any:
-    """The cluster's one feed consumer (created with a pool of `workers` on first call)."""
-    return ensure_singleton(FeedConsumer, NAME, workers)
+async def _configured_share(index: int, fallback: int) -> int:
+    """This consumer's pool share as the supervisor has it configured now (`fallback` when the
+    supervisor cannot answer in time: its next check corrects the size)."""
+    try:
+        handle = serve.get_deployment_handle(*SUPERVISOR)
+        share = int(await asyncio.wait_for(handle.share_of.remote(index), timeout=10))
+    except Exception as exc:  # the supervisor is restarting too; it resizes us when it is back
+        log.warning("no answer from the supervisor (%r); starting with %d workers", exc, fallback)
+        return fallback
+    return share or fallback
+
+
+def start(index: int, workers: int) -> Any:
+    """Consumer `index` of the group (created with a pool of `workers` on first call)."""
+    return ensure_singleton(FeedConsumer, name_of(index), index, workers)

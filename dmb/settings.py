@@ -70,7 +70,9 @@ class Settings(BaseModel):
     celebrity_threshold: int = Field(default=10_000, ge=1)
     feed_max_length: int = Field(default=800, ge=1, le=100_000)
     fanout_batch_size: int = Field(default=100, ge=1, le=10_000)
-    fanout_workers: int = Field(default=4, ge=1, le=1_000)
+    fanout_workers: int = Field(default=4, ge=1, le=1_000)  # in all, shared by the consumers
+    feed_consumers: int = Field(default=1, ge=1, le=64)
+    kafka_topic_partitions: int = Field(default=8, ge=1, le=1_000)
 
     # Rate limiting (token buckets).
     rate_limit_user_capacity: int = Field(default=100, ge=1)
@@ -119,6 +121,8 @@ class Settings(BaseModel):
             raise ValueError("database_pool_min must not exceed database_pool_max")
         if self.http_port == self.grpc_port:
             raise ValueError("http_port and grpc_port must differ")
+        if self.feed_consumers > self.fanout_workers:
+            raise ValueError("fanout_workers must be at least feed_consumers (one worker each)")
         if self.jwt_active_kid and self.jwt_active_kid not in self.jwt_public_keys:
             raise ValueError("jwt_active_kid must name a key in jwt_public_keys")
         if self.environment == "production":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from dmb.composition import configure_logging
 from dmb.localstack import StackError, read_state
 from dmb.localstack.postgres import PostgresCluster
 from dmb.localstack.process import pid_alive, port_open
@@ -28,7 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     try:
         result: int = args.handler(settings, args)
     except StackError as exc:
@@ -44,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="start stores, migrations, Ray and every Serve app")
     up.add_argument("--no-replica", action="store_true", help="skip the read replica")
     up.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="Ray nodes on this machine: the head and NODES-1 worker raylets (default 1)",
+    )
+    up.add_argument(
         "--default-ingress",
         action="store_true",
         help="use Serve's default proxy instead of the HAProxy ingress (about 10x slower)",
@@ -54,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     down.set_defaults(handler=_down)
 
     status = commands.add_parser("status", help="show what runs, where, and its logs")
+    status.add_argument("--json", action="store_true", help="print the same as one JSON document")
     status.set_defaults(handler=_status)
 
     migrate = commands.add_parser("migrate", help="apply pending schema migrations")
@@ -87,8 +97,14 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 
     stop_requested = threading.Event()
     print(f"dmb: starting (data in {settings.data_dir.resolve()}) ...", flush=True)
+    if args.nodes < 1:
+        print("dmb: --nodes must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
     system = LocalSystem(
-        settings, with_replica=not args.no_replica, fast_ingress=not args.default_ingress
+        settings,
+        with_replica=not args.no_replica,
+        fast_ingress=not args.default_ingress,
+        nodes=args.nodes,
     )
     try:
         system.start()
@@ -143,22 +159,50 @@ def _down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from entrypoints.cluster_status import describe, placement
+
     state = read_state(settings.data_dir.resolve())
     if state is None or not pid_alive(int(state["owner_pid"])):
-        print("dmb: not running (start it with `dmb up`)")
+        if args.json:
+            print(json.dumps({"running": False}))
+        else:
+            print("dmb: not running (start it with `dmb up`)")
         return EXIT_NOT_RUNNING
-    healthy = True
+    components = {
+        name: {
+            **info,
+            "up": pid_alive(int(info["pid"])) and port_open("127.0.0.1", int(info["port"])),
+        }
+        for name, info in state.get("components", {}).items()
+    }
+    ray_state = state.get("ray")
+    nodes = placement(ray_state["gcs_address"], ray_state.get("node_ids")) if ray_state else []
+    healthy = all(c["up"] for c in components.values()) and all(n.alive for n in nodes)
+    if args.json:
+        report = {
+            "running": True,
+            "healthy": healthy,
+            "owner_pid": state["owner_pid"],
+            "components": components,
+            "applications": state.get("applications", []),
+            "http": state.get("http"),
+            "grpc": state.get("grpc"),
+            "ray": ray_state,
+            "nodes": [node.as_dict() for node in nodes],
+        }
+        print(json.dumps(report, indent=2))
+        return 0 if healthy else 1
     print(f"dmb: running (pid {state['owner_pid']})")
-    for name, info in state.get("components", {}).items():
-        ok = pid_alive(int(info["pid"])) and port_open("127.0.0.1", int(info["port"]))
-        healthy &= ok
-        mark = "up  " if ok else "DOWN"
+    for name, info in components.items():
+        mark = "up  " if info["up"] else "DOWN"
         print(f"  {mark} {name:<18} 127.0.0.1:{info['port']:<6} log: {info['log']}")
     for app in state.get("applications", []):
         print(f"  app  {app}")
     for key in ("http", "grpc"):
         if key in state:
             print(f"  {key.upper():<5}{state[key]}")
+    for line in describe(nodes):
+        print(line)
     return 0 if healthy else 1
 
 

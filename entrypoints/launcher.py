@@ -19,7 +19,10 @@ from dmb.localstack import LocalStack
 from dmb.localstack.process import free_port
 from dmb.settings import Settings
 from dmb.stores import cdc
+from dmb.stores.change_events import FEED_TOPICS
+from dmb.stores.kafka import ensure_topics
 from dmb.stores.migrate import migrate
+from entrypoints.ray_cluster import LocalRayCluster
 from serve_apps.topology import APPLICATIONS, AppSpec, local_serve_config
 
 log = logging.getLogger(__name__)
@@ -36,10 +39,11 @@ class LocalSystem:
     ray_cpus: int | None = None
     fast_ingress: bool = True
     applications: tuple[AppSpec, ...] = APPLICATIONS
+    nodes: int = 1
     stack: LocalStack | None = field(default=None, init=False)
     resolved: Settings | None = field(default=None, init=False)
     deployed: tuple[AppSpec, ...] = field(default=(), init=False)
-    _ray_started: bool = field(default=False, init=False)
+    cluster: LocalRayCluster | None = field(default=None, init=False)
 
     def __enter__(self) -> LocalSystem:
         self.start()
@@ -52,8 +56,7 @@ class LocalSystem:
         try:
             self.stack = LocalStack(self.settings, self.with_replica, self.fast_unsafe)
             self.resolved = self.stack.start()
-            assert self.resolved.database_url is not None
-            prepare_database(self.resolved.database_url.get_secret_value())
+            prepare_stores(self.resolved)
             if self.start_serve:
                 self.serve()
             else:
@@ -64,18 +67,25 @@ class LocalSystem:
         return self.resolved
 
     def serve(self) -> None:
-        """Start Ray and deploy every Serve application that exists (idempotent)."""
-        if self._ray_started:
+        """Start Ray and deploy every Serve application (idempotent)."""
+        if self.cluster is not None:
             return
         assert self.stack is not None
         assert self.resolved is not None
         self._start_ray()
         self._deploy()
-        self.stack.write_state(applications=[app.name for app in self.deployed], **self.addresses())
+        self.write_state()
+
+    def write_state(self) -> None:
+        """What runs where, for `dmb status` and `dmb down`."""
+        assert self.stack is not None
+        extra: dict[str, Any] = {"applications": [app.name for app in self.deployed]}
+        if self.cluster is not None:
+            extra.update(self.addresses(), ray=self.cluster.describe())
+        self.stack.write_state(**extra)
 
     def stop(self) -> None:
-        if self._ray_started:
-            import ray
+        if self.cluster is not None:
             from ray import serve
 
             from actors.supervisor import stop_pipeline
@@ -84,31 +94,24 @@ class LocalSystem:
                 serve.shutdown()  # type: ignore[no-untyped-call]
                 stop_pipeline()
             finally:
-                ray.shutdown()
-                self._ray_started = False
+                self.cluster.stop()
+                self.cluster = None
         if self.stack is not None:
             self.stack.stop()
             self.stack = None
 
     def _start_ray(self) -> None:
-        import ray
-
         assert self.resolved is not None
+        assert self.stack is not None
         # Workers inherit the driver's environment: settings (secrets included) reach every
         # replica this way without passing through runtime_env, which Ray records and shows.
         os.environ.update(self.resolved.as_environ())
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # one mode for every process
         if self.fast_ingress:
             os.environ.update(self._fast_ingress_environ())
-        ray.init(
-            address="local",  # never attach to some other cluster on this machine
-            namespace="dmb",
-            num_cpus=self.ray_cpus,
-            include_dashboard=False,
-            configure_logging=False,
-            log_to_driver=False,
-        )
-        self._ray_started = True
+        cluster = LocalRayCluster(self.nodes, self.stack.data_dir / "ray", self.ray_cpus)
+        cluster.start()
+        self.cluster = cluster
 
     def _fast_ingress_environ(self) -> dict[str, str]:
         """Ray 2.60's HAProxy ingress, with its files in a folder of this system's own.
@@ -152,6 +155,7 @@ class LocalSystem:
                 self.resolved.grpc_port,
                 self.applications,
                 deployments,
+                nodes=self.nodes,
             )
         )
         # The declarative path KubeRay uses (serveConfigV2), so local and cluster share one format.
@@ -171,8 +175,13 @@ class LocalSystem:
         }
 
 
-def prepare_database(database_url: str) -> None:
-    """Migrations, then the CDC slot: both before anything writes (`dmb migrate` does the same)."""
+def prepare_stores(settings: Settings) -> None:
+    """Before anything writes: the migrations and the CDC slot (`dmb migrate` does the same),
+    and the change topics with their partitions (the relay also makes sure of them)."""
+    assert settings.database_url is not None
+    assert settings.kafka_bootstrap is not None
+    database_url = settings.database_url.get_secret_value()
     migrate(database_url)
     if cdc.create_slot(database_url):
         log.info("created the replication slot %s", cdc.SLOT)
+    ensure_topics(settings.kafka_bootstrap, FEED_TOPICS, settings.kafka_topic_partitions)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray import serve
 from ray.serve import Application
 
 from dmb.composition import Components, process_components
@@ -12,6 +11,7 @@ from dmb.domain.identity import Caller
 from dmb.domain.paging import page_from
 from dmb.v1 import feed_pb2 as pb
 from serve_apps.rpc import serves
+from serve_apps.topology import deployment_of
 
 
 @serves(pb.DESCRIPTOR.services_by_name["FeedService"])
@@ -28,8 +28,6 @@ class FeedServiceDeployment:
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    return serve.deployment(
-        name="FeedService",
-        max_ongoing_requests=int(args.get("max_ongoing_requests", 128)),
-        ray_actor_options={"num_cpus": float(args.get("num_cpus", 1))},
-    )(FeedServiceDeployment).bind()
+    return deployment_of(
+        FeedServiceDeployment, "FeedService", args, max_ongoing_requests=128
+    ).bind()

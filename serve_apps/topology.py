@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ray import serve
+from ray.serve import Deployment
+
 GRPC_SERVICER_FUNCTIONS = (
     "dmb.v1.users_pb2_grpc.add_UserServiceServicer_to_server",
     "dmb.v1.follows_pb2_grpc.add_FollowServiceServicer_to_server",
@@ -16,6 +19,7 @@ GRPC_SERVICER_FUNCTIONS = (
     "dmb.v1.feed_pb2_grpc.add_FeedServiceServicer_to_server",
 )
 LOCAL_REPLICA_CPUS = 0.1
+INGRESS_RESOURCE = "dmb_ingress"  # the head of a local cluster has it (entrypoints.ray_cluster)
 
 
 @dataclass(frozen=True)
@@ -37,17 +41,40 @@ APPLICATIONS = (
 )
 
 
+def deployment_of(
+    cls: type, name: str, args: dict[str, Any], max_ongoing_requests: int
+) -> Deployment:
+    """`cls` as a Serve deployment, tuned by its application's `args` (the same keys for every
+    application: num_cpus, num_replicas, max_ongoing_requests, resources). Without
+    `num_replicas` the Serve config decides (a count or an autoscaling_config)."""
+    options: dict[str, Any] = {
+        "name": name,
+        "max_ongoing_requests": int(args.get("max_ongoing_requests", max_ongoing_requests)),
+        "ray_actor_options": {
+            "num_cpus": float(args.get("num_cpus", 1)),
+            "resources": dict(args.get("resources", {})),
+        },
+    }
+    if "num_replicas" in args:
+        options["num_replicas"] = int(args["num_replicas"])
+    return serve.deployment(**options)(cls)
+
+
 def local_serve_config(
     http_host: str,
     http_port: int,
     grpc_port: int,
     apps: tuple[AppSpec, ...] = APPLICATIONS,
     deployments: dict[str, list[dict[str, Any]]] | None = None,
+    nodes: int = 1,
 ) -> dict[str, Any]:
-    """A ServeDeploySchema document for one machine (fractional CPUs, one replica each).
+    """A ServeDeploySchema document for one machine (fractional CPUs).
 
-    `deployments` maps an app name to deployment overrides, as an operator would edit them in
-    the Serve config (e.g. the PipelineSupervisor's `user_config`).
+    On one node every deployment has one replica. On several, the services get two replicas,
+    which Serve spreads over the nodes, so losing one node leaves each service one; the
+    gateway stays on the head, the local ingress node (`dmb_ingress`). `deployments` maps an app
+    name to deployment overrides, as an operator would edit them in the Serve config (e.g. the
+    PipelineSupervisor's `user_config`).
     """
     overrides = deployments or {}
     return {
@@ -62,9 +89,21 @@ def local_serve_config(
                 "name": app.name,
                 "import_path": app.import_path,
                 "route_prefix": app.route_prefix,
-                "args": {"num_cpus": LOCAL_REPLICA_CPUS},
+                "args": _local_args(app, nodes),
                 **({"deployments": overrides[app.name]} if app.name in overrides else {}),
             }
             for app in apps
         ],
     }
+
+
+def _local_args(app: AppSpec, nodes: int) -> dict[str, Any]:
+    args: dict[str, Any] = {"num_cpus": LOCAL_REPLICA_CPUS}
+    if app.name == "gateway":
+        args["resources"] = {INGRESS_RESOURCE: 0.001}
+    elif nodes > 1 and app.name in SERVICES:
+        args["num_replicas"] = 2
+    return args
+
+
+SERVICES = ("users", "follows", "posts", "feed")

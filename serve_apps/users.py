@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray import serve
 from ray.serve import Application
 
 from dmb.composition import Components, process_components
@@ -12,6 +11,7 @@ from dmb.domain.identity import Caller
 from dmb.domain.users import TOKEN_TYPE, Session
 from dmb.v1 import users_pb2 as pb
 from serve_apps.rpc import serves
+from serve_apps.topology import deployment_of
 
 
 @serves(pb.DESCRIPTOR.services_by_name["UserService"])
@@ -54,8 +54,4 @@ def _token_fields(session: Session) -> dict[str, Any]:
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    return serve.deployment(
-        name="UserService",
-        max_ongoing_requests=int(args.get("max_ongoing_requests", 64)),
-        ray_actor_options={"num_cpus": float(args.get("num_cpus", 1))},
-    )(UserServiceDeployment).bind()
+    return deployment_of(UserServiceDeployment, "UserService", args, max_ongoing_requests=64).bind()

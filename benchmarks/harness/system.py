@@ -23,20 +23,19 @@ def bench_settings(folder: Path, **overrides: Any) -> Settings:
     """Buckets too large to reject (the limiter still runs on every request), long-lived
     tokens (sessions are logged in once, before every run), a celebrity threshold the seed
     reaches."""
-    return load_settings(
-        environ={},
-        data_dir=folder,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        jwt_access_ttl_seconds=3600,
-        rate_limit_ip_capacity=10**9,
-        rate_limit_ip_refill_per_sec=10**9,
-        rate_limit_user_capacity=10**9,
-        rate_limit_user_refill_per_sec=10**9,
-        celebrity_threshold=50,
-        database_pool_max=20,
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "data_dir": folder,
+        "http_port": free_port(),
+        "grpc_port": free_port(),
+        "jwt_access_ttl_seconds": 3600,
+        "rate_limit_ip_capacity": 10**9,
+        "rate_limit_ip_refill_per_sec": 10**9,
+        "rate_limit_user_capacity": 10**9,
+        "rate_limit_user_refill_per_sec": 10**9,
+        "celebrity_threshold": 50,
+        "database_pool_max": 20,
+    }
+    return load_settings(environ={}, **{**values, **overrides})
 
 
 def wait_ok(url: str, timeout: float = 60) -> None:
@@ -78,17 +77,18 @@ def wait_until_feed_pipeline_idle(quiet_seconds: float = 10, timeout: float = 60
     and no batch was in flight (long enough for the relay to decode the seed's big
     transactions). Returns the seconds waited."""
     import ray
+    from ray import serve
 
-    from actors import cdc_relay, feed_consumer
+    from actors import cdc_relay
     from actors.background import NAMESPACE
 
     relay: Any = ray.get_actor(cdc_relay.NAME, namespace=NAMESPACE)
-    consumer: Any = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
+    supervisor = serve.get_deployment_handle("PipelineSupervisor", app_name="pipeline")
     started = time.monotonic()
     last: tuple[int, int] = (-1, -1)
     quiet_since = time.monotonic()
     while time.monotonic() - started < timeout:
-        stats = ray.get(consumer.stats.remote())
+        stats = supervisor.stats.remote().result()
         now = (ray.get(relay.published.remote()), stats["handled"])
         if now != last or stats["in_flight"]:
             last, quiet_since = now, time.monotonic()

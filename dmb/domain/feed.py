@@ -194,6 +194,14 @@ class HomeFeed:
         visible = [p for p in hydrated if p.author_id != user]
         return FeedPage(visible, encode_cursor(window[-1]) if more and window else "")
 
+    async def open(self, user_id: int) -> bool:
+        """Make sure the user's feed set exists, as their first read would (fan-out writes only
+        reach feeds that exist): for warming feeds of active users. True when it was rebuilt."""
+        _, missing = await read_windows(self._redis, [feed_key(user_id)], "+inf", 0)
+        if missing:
+            await self._rebuild_feed(user_id)
+        return bool(missing)
+
     async def _windows(self, user: int, celebrities: Sequence[int], page: Page) -> list[list[int]]:
         """The next `page.size + 1` ids below the cursor of the user's feed and of each
         celebrity's set, in one round trip; missing sets are rebuilt, then read again."""

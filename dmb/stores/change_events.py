@@ -1,9 +1,11 @@
 """The change events on the CDC topics, both ends in one place.
 
 The relay turns each captured row change into a Debezium-style envelope on topic
-`dmb.public.<table>`, keyed by the row's primary key (so one row's events stay in order on one
-partition). The feed consumer decodes those records back into the four small events the domain
-handles. Topic names, keys and the envelope's shape are defined here only.
+`dmb.public.<table>`, keyed by the author the change belongs to: a post by its `author_id`, a
+follow by its `followee_id` (whose posts the follow merges). One author's events thus stay in
+order on one partition, and the topics' partitions spread the authors over the consumer group.
+The feed consumer decodes those records back into the four small events the domain handles.
+Topic names, keys and the envelope's shape are defined here only.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 TOPIC_PREFIX = "dmb.public."
 CAPTURED_TABLES = ("posts", "follows")
-PRIMARY_KEYS = {"posts": ("id",), "follows": ("follower_id", "followee_id")}
+PARTITION_KEYS = {"posts": "author_id", "follows": "followee_id"}
 
 
 def topic_of(table: str) -> str:
@@ -43,9 +45,11 @@ class Change:
 
     @property
     def key(self) -> dict[str, Any]:
+        """The record key: the author the change belongs to (see the module docstring)."""
         row = self.after if self.after is not None else self.before
         assert row is not None
-        return {column: row.get(column) for column in PRIMARY_KEYS[self.table]}
+        column = PARTITION_KEYS[self.table]
+        return {column: row.get(column)}
 
     def envelope(self, database: str = "dmb") -> dict[str, Any]:
         """The Debezium-style event: before, after, op, source{...}, ts_ms."""

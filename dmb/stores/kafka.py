@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewPartitions, NewTopic
 from kafka.errors import KafkaError
 
 log = logging.getLogger("dmb.kafka")
@@ -54,3 +56,37 @@ def create_consumer(bootstrap: str, group_id: str, topics: list[str]) -> KafkaCo
         max_poll_records=200,
     )
     return consumer
+
+
+def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> dict[str, int]:
+    """Create the topics with `partitions` partitions each, or grow existing ones to that many
+    (never shrink: Kafka cannot). Returns each topic's partition count afterwards.
+
+    Growing moves some keys to another partition: events of one key written before and after
+    the change may then be read out of order, once. Grow while the pipeline is drained.
+    """
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=10_000)
+    try:
+        existing = set(admin.list_topics())
+        brokers = len(admin.describe_cluster().get("brokers", [])) or 1
+        missing = [name for name in topics if name not in existing]
+        if missing:
+            admin.create_topics(
+                [NewTopic(name, partitions, min(3, brokers)) for name in missing],
+                wait_for_metadata=True,
+            )
+        counts = _partition_counts(admin, topics)
+        grow = {name: NewPartitions(partitions) for name, n in counts.items() if n < partitions}
+        if grow:
+            try:
+                admin.create_partitions(grow)
+            except KafkaError as exc:  # e.g. the local broker, which cannot add partitions
+                log.warning("could not grow %s to %d partitions: %s", sorted(grow), partitions, exc)
+            counts = _partition_counts(admin, topics)
+        return counts
+    finally:
+        admin.close()
+
+
+def _partition_counts(admin: KafkaAdminClient, topics: Sequence[str]) -> dict[str, int]:
+    return {t["name"]: len(t["partitions"]) for t in admin.describe_topics(list(topics))}

@@ -25,6 +25,7 @@ from dmb.errors import Unavailable
 from dmb.stores.read_your_writes import WritePosition
 from serve_apps.gateway.core import GatewayCore
 from serve_apps.gateway.descriptors import DEFAULT_DESCRIPTOR_SET, MethodSpec, load_descriptor_set
+from serve_apps.topology import deployment_of
 
 log = logging.getLogger("dmb.gateway")
 _UNAVAILABLE = (
@@ -107,11 +108,8 @@ class GatewayDeployment:
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
-    """args: num_cpus, num_replicas, max_ongoing_requests, descriptor_set (a path; default the
-    one generated into dmb/v1)."""
-    return serve.deployment(
-        name="Gateway",
-        num_replicas=int(args.get("num_replicas", 1)),
-        max_ongoing_requests=int(args.get("max_ongoing_requests", 256)),
-        ray_actor_options={"num_cpus": float(args.get("num_cpus", 1))},
-    )(GatewayDeployment).bind(args.get("descriptor_set"))
+    """args: those of every application (serve_apps.topology.deployment_of), and descriptor_set
+    (a path; default the one generated into dmb/v1)."""
+    return deployment_of(GatewayDeployment, "Gateway", args, max_ongoing_requests=256).bind(
+        args.get("descriptor_set")
+    )

@@ -153,8 +153,11 @@ def test_serve_config_embeds_every_application(rendered: Rendered, path: str) ->
     supervisor = next(
         d for d in apps["pipeline"]["deployments"] if d["name"] == "PipelineSupervisor"
     )
-    assert set(supervisor["user_config"]) == {"fanout_workers"}
+    assert set(supervisor["user_config"]) == {"fanout_workers", "feed_consumers"}
     assert isinstance(supervisor["user_config"]["fanout_workers"], int)
+    assert (
+        supervisor["user_config"]["fanout_workers"] >= supervisor["user_config"]["feed_consumers"]
+    )
 
 
 def test_overlays_differ_only_in_sizes_replicas_image_and_endpoints(rendered: Rendered) -> None:

@@ -41,7 +41,9 @@ def local_system(stack_data_dir: Path) -> Iterator[LocalSystem]:
         # Every test request comes from 127.0.0.1: a roomy IP bucket keeps them from starving
         # each other; the IP bucket itself is tested with its own small limits.
         rate_limit_ip_capacity=1_000_000,
-        celebrity_threshold=5,  # small, so feed tests can make a celebrity
+        # Above the 250 followers of the multi-batch fan-out test; tests make a celebrity by
+        # inserting this many follows in one statement.
+        celebrity_threshold=300,
     )
     system = LocalSystem(base, fast_unsafe=True, start_serve=False, ray_cpus=4)
     system.start()

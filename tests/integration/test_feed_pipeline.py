@@ -43,14 +43,13 @@ def handles(serve_system: LocalSystem) -> dict[str, Any]:
 
 @pytest.fixture
 def restores_pool(serve_system: LocalSystem, settings: Settings) -> Iterator[None]:
-    """For tests that resize the shared fan-out pool: put it back to its configured size."""
+    """For tests that resize the fan-out pool or the consumer group: put both back to the sizes
+    the settings give them."""
     yield
-    size = settings.fanout_workers
-    serve_system.redeploy(
-        {"pipeline": [{"name": "PipelineSupervisor", "user_config": {"fanout_workers": size}}]}
-    )
-    consumer: Any = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
-    assert ray.get(consumer.resize.remote(size)) == size
+    config = {"fanout_workers": settings.fanout_workers, "feed_consumers": settings.feed_consumers}
+    serve_system.redeploy({"pipeline": [{"name": "PipelineSupervisor", "user_config": config}]})
+    consumer: Any = ray.get_actor(feed_consumer.name_of(0), namespace=NAMESPACE)
+    assert ray.get(consumer.resize.remote(settings.fanout_workers)) == settings.fanout_workers
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +71,21 @@ def _follow(h: dict[str, Any], follower: int, followee: int) -> None:
     h["follows"].Follow.remote(
         follows_pb2.FollowRequest(user_id=followee), caller=as_caller(follower)
     ).result()
+
+
+def _follow_in_bulk(database_url: str, followers: list[int], followee: int) -> None:
+    """Many follows in one statement (through CDC like any other): faster than one call each."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO follows (follower_id, followee_id) "
+            "SELECT f, %s FROM unnest(%s::bigint[]) AS f",
+            (followee, followers),
+        )
+
+
+def _make_celebrity(database_url: str, settings: Settings, star: int) -> None:
+    """Enough new fans for the star to be a celebrity (its posts are then read at request time)."""
+    _follow_in_bulk(database_url, make_users(database_url, settings.celebrity_threshold), star)
 
 
 def _post(h: dict[str, Any], author: int, text: str = "hello") -> int:
@@ -113,9 +127,8 @@ def _reader_of_a_normal_author_and_a_star(
 ) -> tuple[int, int, int]:
     """(normal, star, reader): the star has enough fans to be a celebrity, the reader follows
     both and has an open feed."""
-    normal, star, reader, *fans = make_users(database_url, 3 + settings.celebrity_threshold)
-    for fan in fans:
-        _follow(h, fan, star)
+    normal, star, reader = make_users(database_url, 3)
+    _make_celebrity(database_url, settings, star)
     _follow(h, reader, normal)
     _follow(h, reader, star)
     _open(h, r, reader)
@@ -144,9 +157,9 @@ def test_fan_out_on_write_reaches_followers_and_delete_removes(
 def test_celebrities_are_read_at_request_time(
     handles: dict[str, Any], r: redis.Redis, database_url: str, settings: Settings
 ) -> None:
-    star, reader, *fans = make_users(database_url, 2 + settings.celebrity_threshold)
-    for fan in [reader, *fans]:
-        _follow(handles, fan, star)
+    star, reader = make_users(database_url, 2)
+    _make_celebrity(database_url, settings, star)
+    _follow(handles, reader, star)
     _open(handles, r, reader)
     post = _post(handles, star, "a celebrity speaks")
     _eventually(lambda: r.zscore(author_key(star), str(post)) is not None, "author's recent set")
@@ -211,8 +224,10 @@ def test_relay_publishes_debezium_envelopes(
         while time.monotonic() < deadline and not found:
             for messages in consumer.poll(timeout_ms=1000).values():
                 for message in messages:
-                    if decode(message.key) == {"id": post}:
-                        found = decode(message.value)
+                    value = decode(message.value)
+                    if value["after"] and value["after"]["id"] == post:
+                        found = value
+                        assert decode(message.key) == {"author_id": author}  # keyed by author
     finally:
         consumer.close()
     assert found["op"] == "c"
@@ -233,7 +248,7 @@ def test_killed_relay_and_worker_lose_nothing(
     relay = ray.get_actor(cdc_relay.NAME, namespace=NAMESPACE)
     ray.kill(relay, no_restart=False)  # Ray restarts it; the slot was not advanced past unsent work
     posts = [_post(handles, author, f"while restarting {i}") for i in range(3)]
-    consumer: Any = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
+    consumer: Any = ray.get_actor(feed_consumer.name_of(0), namespace=NAMESPACE)
     assert ray.get(consumer.resize.remote(2)) == 2  # resize while work flows
     posts.append(_post(handles, author, "after resize"))
     _eventually(lambda: all(_in_feed(r, fan, p) for p in posts), "every post delivered")
@@ -248,7 +263,7 @@ def test_killed_relay_and_worker_lose_nothing(
 def test_operator_resizes_the_pool_by_editing_the_serve_config(
     serve_system: LocalSystem, handles: dict[str, Any], r: redis.Redis, database_url: str
 ) -> None:
-    consumer: Any = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
+    consumer: Any = ray.get_actor(feed_consumer.name_of(0), namespace=NAMESPACE)
     serve_system.redeploy(
         {"pipeline": [{"name": "PipelineSupervisor", "user_config": {"fanout_workers": 3}}]}
     )
@@ -321,8 +336,10 @@ def test_random_graph_converges_through_relay_worker_and_consumer_deaths(
     for user, followees in follows.items():
         for followee in followees:
             _follow(handles, user, followee)
+    for star in stars:
+        _make_celebrity(database_url, settings, star)
     _open(handles, r, *users)
-    consumer: Any = ray.get_actor(feed_consumer.NAME, namespace=NAMESPACE)
+    consumer: Any = ray.get_actor(feed_consumer.name_of(0), namespace=NAMESPACE)
     authors_of: dict[int, int] = {}
     for i in range(45):
         author = rng.choice(users)
@@ -354,3 +371,114 @@ def test_random_graph_converges_through_relay_worker_and_consumer_deaths(
         fanned = [p for p in expected(user) if authors_of[p] not in celebrities]
         assert all(_in_feed(r, user, p) for p in fanned)
         assert not any(_in_feed(r, user, p) for p in expected(user) if p not in fanned)
+
+
+def _supervisor_stats() -> dict[str, int]:
+    supervisor = serve.get_deployment_handle("PipelineSupervisor", app_name="pipeline")
+    stats: dict[str, int] = supervisor.stats.remote().result()
+    return stats
+
+
+def test_an_author_with_hundreds_of_followers_fans_out_in_several_batches(
+    handles: dict[str, Any], r: redis.Redis, database_url: str, settings: Settings
+) -> None:
+    author, *fans = make_users(database_url, 1 + 250)
+    _follow_in_bulk(database_url, fans, author)
+    _open(handles, r, *fans)
+    before = _supervisor_stats()["batches"]
+    post = _post(handles, author, "to two hundred and fifty")
+    _eventually(lambda: all(_in_feed(r, fan, post) for fan in fans), "fan-out to every follower")
+    batches = -(-len(fans) // settings.fanout_batch_size)  # 3 batches of at most 100
+    assert _supervisor_stats()["batches"] - before >= batches
+
+
+def test_a_feed_is_trimmed_to_its_maximum_length(
+    handles: dict[str, Any], r: redis.Redis, database_url: str, settings: Settings
+) -> None:
+    author, reader = make_users(database_url, 2)
+    _follow(handles, reader, author)
+    _open(handles, r, reader)
+    count = settings.feed_max_length + 50
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "INSERT INTO posts (author_id, content) SELECT %s, 'many ' || i "
+            "FROM generate_series(1, %s) AS i RETURNING id",
+            (author, count),
+        ).fetchall()
+    newest = sorted((int(row[0]) for row in rows), reverse=True)[: settings.feed_max_length]
+    _eventually(lambda: _in_feed(r, reader, newest[0]), "fan-out of the newest post", 120)
+    members = sorted((int(m) for m in r.zrange(feed_key(reader), 0, -1)), reverse=True)  # type: ignore[arg-type]
+    assert len(members) == settings.feed_max_length
+    assert members == newest  # the oldest 50 were trimmed away
+
+
+def test_one_authors_events_stay_on_one_partition(
+    handles: dict[str, Any], settings: Settings, database_url: str
+) -> None:
+    authors = make_users(database_url, 6)
+    posts = {_post(handles, author, f"keyed {i}"): author for author in authors for i in range(3)}
+    assert settings.kafka_bootstrap is not None
+    consumer = create_consumer(
+        settings.kafka_bootstrap, f"test-{uuid.uuid4().hex}", ["dmb.public.posts"]
+    )
+    partition_of: dict[int, set[int]] = {}
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and sum(map(len, partition_of.values())) < len(posts):
+            for messages in consumer.poll(timeout_ms=1000).values():
+                for message in messages:
+                    after = decode(message.value)["after"]
+                    if after and after["id"] in posts:
+                        partition_of.setdefault(after["author_id"], set()).add(message.partition)
+        assert len(consumer.partitions_for_topic("dmb.public.posts")) == (
+            settings.kafka_topic_partitions
+        )
+    finally:
+        consumer.close()
+    assert set(partition_of) == set(authors)
+    assert all(len(partitions) == 1 for partitions in partition_of.values())
+    assert len(set().union(*partition_of.values())) > 1  # authors spread over partitions
+
+
+@pytest.mark.usefixtures("restores_pool")
+def test_the_consumer_group_resizes_live_and_a_restarted_consumer_keeps_its_share(
+    serve_system: LocalSystem, handles: dict[str, Any], r: redis.Redis, database_url: str
+) -> None:
+    def configure(workers: int, consumers: int) -> None:
+        config = {"fanout_workers": workers, "feed_consumers": consumers}
+        serve_system.redeploy({"pipeline": [{"name": "PipelineSupervisor", "user_config": config}]})
+        _eventually(
+            lambda: (
+                (_supervisor_stats()["consumers"], _supervisor_stats()["workers"])
+                == (consumers, workers)
+            ),
+            f"{consumers} consumers with {workers} workers",
+        )
+
+    configure(6, 2)  # consumer 1 is created with a share of 3
+    configure(4, 2)  # and resized to 2 while it runs
+    second: Any = ray.get_actor(feed_consumer.name_of(1), namespace=NAMESPACE)
+    first_pid = ray.get(second.stats.remote())["pid"]
+    ray.kill(second, no_restart=False)  # Ray restarts it with its first arguments (3 workers)
+    _eventually(lambda: _restarted(second, first_pid), "consumer 1 restarted, with its pool")
+    assert ray.get(second.stats.remote())["started_with"] == 2  # the configured share, not 3
+    authors = make_users(database_url, 8)
+    (fan,) = make_users(database_url, 1)
+    for author in authors:  # eight authors: both consumers' partitions carry some
+        _follow(handles, fan, author)
+    _open(handles, r, fan)
+    posts = [_post(handles, author, "two consumers") for author in authors]
+    _eventually(lambda: all(_in_feed(r, fan, p) for p in posts), "delivery by the group")
+    configure(4, 1)  # shrink the group: consumer 1 leaves it
+    assert feed_consumer.name_of(1) not in {
+        a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+    }
+
+
+def _restarted(consumer: Any, old_pid: int) -> bool:
+    """True once another process serves the consumer and it has made its pool."""
+    try:
+        stats = ray.get(consumer.stats.remote(), timeout=5)
+    except ray.exceptions.RayError:  # being restarted
+        return False
+    return bool(stats["pid"] != old_pid and stats["started_with"])
