@@ -17,7 +17,7 @@ def run_locust(
     host: str, users: int, seconds: int, locustfile: str, workdir: Path, env: dict[str, str]
 ) -> Rows:
     """Run locust headless (closed loop); per request name: requests, req/s, p50, p95, p99
-    (ms), error rate."""
+    (ms), error rate; and under ERRORS, the failed requests by HTTP status or exception."""
     prefix = workdir / f"locust-{uuid.uuid4().hex[:8]}"
     subprocess.run(
         [
@@ -56,7 +56,26 @@ def run_locust(
                 "p99_ms": float(row["99%"] or 0),
                 "error_rate": float(row["Failure Count"] or 0) / count if count else 0.0,
             }
+    rows[ERRORS] = failures_by_kind(Path(f"{prefix}_failures.csv"))
     return rows
+
+
+ERRORS = "Errors"  # the key of the failures' breakdown in a run's rows
+
+
+def failures_by_kind(path: Path) -> dict[str, float]:
+    """locust's failures file, counted by kind: `HTTP 503` for a status the locustfile marked
+    as failed (its messages start with the status), else the exception's class name."""
+    kinds: dict[str, float] = {}
+    if not path.exists():
+        return kinds
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            error = row["Error"].strip()
+            status = error.split(":", 1)[0]
+            kind = f"HTTP {status}" if status.isdigit() else error.split("(", 1)[0].strip()
+            kinds[kind] = kinds.get(kind, 0.0) + float(row["Occurrences"] or 0)
+    return kinds
 
 
 def aggregated(rows: Rows) -> dict[str, float]:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness.locust import aggregated
+from benchmarks.harness.locust import ERRORS, aggregated
 
 TARGETS = ("product", "feed_only", "post_only", "monolith", "hop", "bare")
 
@@ -28,7 +28,7 @@ def print_report(report: dict[str, Any]) -> None:
                 f"{agg.get('rps', 0) / hop_rps:>7.2f} {agg.get('rps', 0) / mono_rps:>8.2f}"
             )
         for route, stats in sorted(runs["product"].items()):
-            if route != "Aggregated":
+            if route not in ("Aggregated", ERRORS):
                 print(
                     f"{'':>5}   {route:<36} {stats['rps']:>7.1f} req/s  p50 {stats['p50_ms']:.0f}"
                     f"  p95 {stats['p95_ms']:.0f}  p99 {stats['p99_ms']:.0f} ms"
@@ -48,6 +48,19 @@ def print_report(report: dict[str, Any]) -> None:
             f"(p50 {http['p50_ms']:.1f} ms); gRPC ingress direct {direct['rps']:.0f} req/s "
             f"(p50 {direct['p50_ms']:.1f} ms)"
         )
+    print(errors_line(report))
+
+
+def errors_line(report: dict[str, Any]) -> str:
+    """The last line of a run: `errors: none`, or every failed request by target, level and
+    kind (HTTP status or exception), so a run with errors says so where it ends."""
+    found = [
+        f"{target}@{level}: " + ", ".join(f"{kind} x{int(n)}" for kind, n in sorted(kinds.items()))
+        for level, runs in report["levels"].items()
+        for target, rows in runs.items()
+        if (kinds := rows.get(ERRORS))
+    ]
+    return "errors: none" if not found else "ERRORS: " + "; ".join(found)
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:
