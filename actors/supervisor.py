@@ -16,6 +16,7 @@ Creating the actors is idempotent, so a restarted supervisor finds the running o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -51,9 +52,11 @@ class PipelineSupervisor:
         return shares[index] if index < len(shares) else 0
 
     async def check_health(self) -> None:
-        """Serve's periodic health check, used to reconcile: it never fails the replica."""
+        """Serve's periodic health check, used to reconcile: it never fails the replica. On a
+        thread: reconciling waits on Ray (actor lookups, a leaving consumer's clean stop), and
+        the replica's event loop must keep answering `share_of` and `stats` meanwhile."""
         try:
-            self._apply()
+            await asyncio.to_thread(self._apply)
         except Exception:
             log.exception("could not reconcile the pipeline; trying again at the next check")
 
