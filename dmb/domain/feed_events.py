@@ -10,6 +10,7 @@ Every write is idempotent, so replaying an event after a crash is harmless.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Literal, Protocol
 
 from dmb.domain.feed import AuthorPosts, FeedWriter
@@ -53,16 +54,29 @@ class FeedEventHandler:
             case PostCreated(post_id, author):
                 await self._writer.add_author_post(author, post_id)
                 if not await self._is_celebrity(author):
-                    await self._fanout.run(ADD, post_id, await self._followers.of(author))
+                    await self._fan_out(ADD, post_id, author)
             case PostDeleted(post_id, author):
                 await self._writer.remove_author_post(author, post_id)
-                await self._fanout.run(REMOVE, post_id, await self._followers.of(author))
+                await self._fan_out(REMOVE, post_id, author)
             case Followed(follower, followee):
                 if not await self._is_celebrity(followee):
                     await self._writer.merge(follower, await self._authors.recent(followee))
             case Unfollowed(follower, followee):
                 recent = await self._authors.recent(followee)
                 await self._writer.remove_from_feeds(recent, [follower])
+
+    async def _fan_out(self, op: FanoutOp, post_id: int, author: int) -> None:
+        """Every follower's batch to the port, each page of followers as soon as it is read;
+        returns once all are written (an error in any is raised: the event is replayed)."""
+        writes: list[asyncio.Future[None]] = []
+        try:
+            async for batches in self._followers.pages(author):
+                writes.append(asyncio.ensure_future(self._fanout.run(op, post_id, batches)))
+        finally:  # a failed read still waits for the writes it started
+            results = await asyncio.gather(*writes, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _is_celebrity(self, user_id: int) -> bool:
         async with self._db.reading() as conn:

@@ -8,6 +8,7 @@ place that rule is written).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import psycopg
@@ -75,29 +76,36 @@ async def user_exists(conn: AsyncConn, user_id: int) -> bool:
 
 
 class FollowerBatches:
-    """An author's followers in batches for fan-out, paged from Postgres by follow id."""
+    """An author's followers in batches for fan-out, newest follow first, read from Postgres
+    `batches_per_read` batches per query: a big author's fan-out starts on the first rows
+    while the next ones are read, and no read holds more than that many rows."""
 
-    def __init__(self, db: Database, batch_size: int) -> None:
+    def __init__(self, db: Database, batch_size: int, batches_per_read: int = 20) -> None:
         self._db = db
         self._size = batch_size
+        self._rows = batch_size * batches_per_read
 
-    async def of(self, author_id: int) -> list[list[int]]:
-        batches: list[list[int]] = []
+    async def pages(self, author_id: int) -> AsyncIterator[list[list[int]]]:
         below = ABOVE_EVERY_ID
         while True:
             async with self._db.reading() as conn:
                 cursor = await conn.execute(
                     "SELECT id, follower_id FROM follows WHERE followee_id = %s AND id < %s "
                     "ORDER BY id DESC LIMIT %s",
-                    (author_id, below, self._size),
+                    (author_id, below, self._rows),
                 )
-                page = [(int(row[0]), int(row[1])) for row in await cursor.fetchall()]
-            if not page:
-                return batches
-            batches.append([follower for _, follower in page])
-            below = page[-1][0]
-            if len(page) < self._size:
-                return batches
+                rows = [(int(row[0]), int(row[1])) for row in await cursor.fetchall()]
+            if not rows:
+                return
+            followers = [follower for _, follower in rows]
+            yield [followers[i : i + self._size] for i in range(0, len(followers), self._size)]
+            if len(rows) < self._rows:
+                return
+            below = rows[-1][0]
+
+    async def of(self, author_id: int) -> list[list[int]]:
+        """Every batch at once (for a caller that wants them all before it acts)."""
+        return [batch async for page in self.pages(author_id) for batch in page]
 
 
 class FollowGraph:
