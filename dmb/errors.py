@@ -56,3 +56,7 @@ class Unavailable(DomainError):
     """A store did not answer in time; safe to retry."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class Internal(DomainError):
+    """An unexpected failure, already logged where it happened; callers see no details."""

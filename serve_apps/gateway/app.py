@@ -23,8 +23,10 @@ from dmb.composition import process_components
 from dmb.domain.identity import Caller
 from dmb.errors import Unavailable
 from dmb.stores.read_your_writes import WritePosition
+from serve_apps.gateway.coalescing import Coalescer
 from serve_apps.gateway.core import GatewayCore
 from serve_apps.gateway.descriptors import DEFAULT_DESCRIPTOR_SET, MethodSpec, load_descriptor_set
+from serve_apps.rpc import Call
 from serve_apps.topology import deployment_of
 
 log = logging.getLogger("dmb.gateway")
@@ -37,10 +39,15 @@ _UNAVAILABLE = (
 
 
 class HandleDispatcher:
-    """One DeploymentHandle per service, created once per replica: one hop per request."""
+    """One DeploymentHandle per service, created once per replica; calls go through a
+    coalescer, so under load many requests share one handle call (rpc.py's `Batch`). Calls are
+    grouped per method: a batch of fast reads never waits behind a slow login."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_in_flight: int = 2, max_batch: int = 64) -> None:
         self._handles: dict[tuple[str, str], DeploymentHandle[Any]] = {}
+        self.coalescer: Coalescer[tuple[str, str, str], Call, Message] = Coalescer(
+            self._send, max_in_flight, max_batch
+        )
 
     async def call(
         self,
@@ -49,18 +56,22 @@ class HandleDispatcher:
         caller: Caller | None,
         write_position: WritePosition | None,
     ) -> Message:
-        key = (method.app, method.deployment)
-        handle = self._handles.get(key)
+        call: Call = (method.name, request, caller, write_position)
+        return await self.coalescer.submit((method.app, method.deployment, method.name), call)
+
+    async def _send(
+        self, target: tuple[str, str, str], calls: list[Call]
+    ) -> list[Message | BaseException]:
+        app, deployment, _ = target
+        handle = self._handles.get((app, deployment))
         if handle is None:
-            handle = serve.get_deployment_handle(method.deployment, app_name=method.app)
-            self._handles[key] = handle
+            handle = serve.get_deployment_handle(deployment, app_name=app)
+            self._handles[(app, deployment)] = handle
         try:
-            reply: Message = await getattr(handle, method.name).remote(
-                request, caller=caller, write_position=write_position
-            )
+            replies: list[Message | BaseException] = await handle.Batch.remote(calls)
         except _UNAVAILABLE as exc:
-            raise Unavailable(f"{method.app} is unavailable: {type(exc).__name__}") from exc
-        return reply
+            raise Unavailable(f"{app} is unavailable: {type(exc).__name__}") from exc
+        return replies
 
 
 class RayMetrics:

@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from dmb.composition import Components
 from dmb.domain.admission import Admission
 from dmb.domain.identity import Caller, TokenVerifier, bearer_token
-from dmb.errors import DomainError, Unauthenticated
+from dmb.errors import DomainError, Internal, Unauthenticated
 from dmb.settings import Settings
 from dmb.stores.health import StoreHealth
 from dmb.stores.read_your_writes import WritePosition
@@ -271,6 +271,8 @@ class GatewayCore:
                 timeout=self.settings.request_timeout_seconds,
             )
         except DomainError as exc:
+            if exc.code is grpc.StatusCode.INTERNAL:  # logged where it happened: no details
+                exc = Internal(f"internal error (request id {request_id})")
             return error_response(exc.code, exc.message, headers)
         except TimeoutError:
             return error_response(
