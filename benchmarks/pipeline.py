@@ -136,6 +136,7 @@ def main() -> int:
                         report["runs"].append(run.summary())
                         print_run(report["runs"][-1])
             report["ceiling"] = asyncio.run(ceiling(resolved, graph, writes))
+            report["memory"] = asyncio.run(feed_memory(resolved, graph))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print_report(report)
@@ -341,6 +342,29 @@ async def ceiling(
     return {"writes": len(commands), "seconds": seconds, "writes_per_s": len(commands) / seconds}
 
 
+async def feed_memory(settings: Settings, graph: Graph) -> dict[str, Any]:
+    """What a feed costs in Redis, per entry: MEMORY USAGE of the fullest feeds the runs left
+    (the big author's followers got the most), for the capacity model (docs/CAPACITY.md)."""
+    redis: aioredis.Redis = create_redis(settings)
+    try:
+        samples = []
+        for follower in list(graph.last_follower.values())[:200]:
+            key = feed_key(follower)
+            entries = int(await redis.zcard(key))
+            if entries > 1:
+                samples.append((entries, int(await redis.memory_usage(key) or 0)))
+        info = await redis.info("memory")
+    finally:
+        await redis.aclose()
+    fullest = max(samples, default=(0, 0))
+    return {
+        "fullest_feed_entries": fullest[0],
+        "fullest_feed_bytes": fullest[1],
+        "bytes_per_entry": fullest[1] / fullest[0] if fullest[0] else None,
+        "redis_used_memory_bytes": int(info["used_memory"]),
+    }
+
+
 def print_run(run: dict[str, Any]) -> None:
     p50 = f"{run['p50_ms']:.0f}" if run["p50_ms"] is not None else "-"
     p99 = f"{run['p99_ms']:.0f}" if run["p99_ms"] is not None else "-"
@@ -369,6 +393,11 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"ceiling: {report['ceiling']['writes']} raw pipelined ZADDs from one client, "
         f"{ceiling_rate:.0f} writes/s"
+    )
+    memory = report["memory"]
+    print(
+        f"memory: the fullest feed holds {memory['fullest_feed_entries']} entries in "
+        f"{memory['fullest_feed_bytes']} bytes ({memory['bytes_per_entry'] or 0:.0f} bytes/entry)"
     )
 
 
