@@ -324,7 +324,7 @@ async def ceiling(
         (f"bench:ceiling:{feed_key(follower)}", post)
         for author, post in writes
         for follower in followers.get(author, [])
-    ]
+    ][:most]
     redis: aioredis.Redis = create_redis(settings)
     try:
         started = time.perf_counter()
