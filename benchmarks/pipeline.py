@@ -308,10 +308,11 @@ async def measure(
 
 
 async def ceiling(
-    settings: Settings, graph: Graph, writes: list[tuple[int, int]]
+    settings: Settings, graph: Graph, writes: list[tuple[int, int]], most: int = 300_000
 ) -> dict[str, Any]:
     """The same feed writes as raw ZADDs from one client, 100 per pipelined round trip (the
-    batch size), into scratch keys: Redis' own ceiling for them on this machine."""
+    batch size), into scratch keys: Redis' own ceiling for them on this machine. The first
+    `most` of them: a rate needs no more."""
     assert settings.database_url is not None
     with psycopg.connect(settings.database_url.get_secret_value()) as conn:
         followers: dict[int, list[int]] = {}
