@@ -95,9 +95,9 @@ class ListFollowersRequest(_message.Message):
     CURSOR_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
     page_size: _builtins.int
-    """Default 20, at most 100."""
+    """Default 20 (0 means the default), at most 100."""
     cursor: _builtins.str
-    """Opaque; empty for the first page."""
+    """Opaque: a `next_cursor` passed back unchanged; empty for the first page."""
     def __init__(
         self,
         *,

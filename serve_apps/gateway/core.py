@@ -43,6 +43,7 @@ from serve_apps.gateway.descriptors import (
 from serve_apps.gateway.errors import bearer_challenge, error_response
 from serve_apps.gateway.routes import Match, RouteNotFound, RouteTable, VerbNotAllowed
 from serve_apps.gateway.transcode import TranscodeError, request_message, response_document
+from serve_apps.status_details import json_details
 
 log = logging.getLogger("dmb.gateway")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -252,7 +253,7 @@ class GatewayCore:
     ) -> Response:
         method = match.route.method
         try:
-            body = await self._read_body(request)
+            body = await self._read_body(request) if match.route.body else b""
             message = request_message(
                 match.route, match.path_values, list(request.query_params.multi_items()), body
             )
@@ -271,7 +272,7 @@ class GatewayCore:
                 timeout=self.settings.request_timeout_seconds,
             )
         except DomainError as exc:
-            return error_response(exc.code, exc.message, headers)
+            return error_response(exc.code, exc.message, headers, details=json_details(exc))
         except TimeoutError:
             return error_response(
                 grpc.StatusCode.DEADLINE_EXCEEDED, f"{method.full_name} timed out", headers

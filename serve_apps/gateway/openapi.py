@@ -3,7 +3,8 @@
 Paths and verbs from the route map; path parameters from template variables; query parameters
 from the input message's remaining fields (nested message fields as dotted names, as the gateway
 accepts them); request and response schemas from the messages (canonical JSON: int64 as
-strings, enums by name); descriptions from the .proto comments.
+strings, enums by name); descriptions from the .proto comments; field constraints from the
+protovalidate rules the services enforce (serve_apps.gateway.constraints).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
+from serve_apps.gateway import constraints
 from serve_apps.gateway.descriptors import comments, descriptor_of
 from serve_apps.gateway.routes import Route
 
@@ -80,6 +82,9 @@ class _Schemas:
                 "properties": {f.json_name: self.described(f) for f in descriptor.fields},
                 "additionalProperties": False,
             }
+            required = [f.json_name for f in descriptor.fields if constraints.is_required(f)]
+            if required:
+                schema["required"] = required
             if name in self.descriptions:
                 schema["description"] = self.descriptions[name]
             self.components[name] = schema
@@ -96,13 +101,17 @@ class _Schemas:
         return {**schema, "description": text}
 
     def field(self, field: FieldDescriptor) -> dict[str, Any]:
+        rules = constraints.rules_of(field)
         if field.message_type is not None:
             schema = self.ref(field.message_type)
         elif field.enum_type is not None:
             schema = _enum(field.enum_type)
         else:
-            schema = dict(_SCALARS[field.type])
-        return {"type": "array", "items": schema} if field.is_repeated else schema
+            item_rules = constraints.item_rules(rules) if field.is_repeated else rules
+            schema = {**_SCALARS[field.type], **constraints.scalar_keywords(field, item_rules)}
+        if field.is_repeated:
+            return {"type": "array", "items": schema, **constraints.repeated_keywords(rules)}
+        return schema
 
 
 def _enum(enum: EnumDescriptor) -> dict[str, Any]:
@@ -186,7 +195,7 @@ def _query_parameters(
         parameter: dict[str, Any] = {
             "name": name,
             "in": "query",
-            "required": False,
+            "required": constraints.is_required(field),
             "schema": schemas.field(field),
         }
         if field.is_repeated:
