@@ -16,8 +16,8 @@ from dmb.ids import ABOVE_EVERY_ID
 
 DEFAULT_PAGE_SIZE = 20  # for page_size 0; the bounds (0..100) are the .protos' field rules
 _PREFIX = "v1:"
-# What encode_cursor writes: ASCII digits only (str.isdigit also takes '²' and '٣'), and no more
-# than an id can have, so the value always fits the bigint it is compared with.
+# What encode_cursor writes: ASCII digits only (str.isdigit also takes '²' and '٣'), at most
+# 19 of them; the .protos' cursor pattern says the same of the base64 text.
 _CURSOR_TEXT = re.compile(r"v1:([0-9]{1,19})", re.ASCII)
 _INVALID = "cursor is not valid: pass back a nextCursor unchanged"
 
@@ -48,13 +48,18 @@ def decode_cursor(cursor: str) -> int:
     """The id a cursor holds, or InvalidArgument for anything encode_cursor did not write."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        text = base64.urlsafe_b64decode(padded.encode("ascii")).decode("ascii")
+        raw = base64.urlsafe_b64decode(padded.encode("ascii"))
+        text = raw.decode("ascii")
     except (binascii.Error, UnicodeError, ValueError):
         raise InvalidArgument(_INVALID) from None
     found = _CURSOR_TEXT.fullmatch(text)
-    if found is None or int(found.group(1)) >= ABOVE_EVERY_ID:
+    # Canonical base64 only (b64decode ignores stray low bits: 'djE6MN' reads as 'djE6MA'), so
+    # exactly the strings of the .proto's cursor pattern decode.
+    if found is None or base64.urlsafe_b64encode(raw).decode().rstrip("=") != cursor:
         raise InvalidArgument(_INVALID)
-    return int(found.group(1))
+    # An id past every id continues from the top (newest-first) or finds nothing (oldest-first),
+    # and stays a valid bigint.
+    return min(int(found.group(1)), ABOVE_EVERY_ID)
 
 
 def page_from(page_size: int, cursor: str) -> Page:

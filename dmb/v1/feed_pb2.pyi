@@ -28,7 +28,9 @@ class GetHomeFeedRequest(_message.Message):
     page_size: _builtins.int
     """Default 20 (0 means the default), at most 100."""
     cursor: _builtins.str
-    """Opaque: a `next_cursor` passed back unchanged; empty for the first page."""
+    """Opaque: a `next_cursor` passed back unchanged; empty for the first page. (It is base64url,
+    unpadded, of `v1:` and 1 to 19 ASCII digits; the pattern says exactly that.)
+    """
     def __init__(
         self,
         *,

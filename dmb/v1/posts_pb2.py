@@ -28,7 +28,7 @@ from dmb.v1 import resources_pb2 as dmb_dot_v1_dot_resources__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64mb/v1/posts.proto\x12\x06\x64mb.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x14\x64mb/v1/options.proto\x1a\x16\x64mb/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\"\xb0\x01\n\x11\x43reatePostRequest\x12\x9a\x01\n\x07\x63ontent\x18\x01 \x01(\tB\x88\x01\xbaH\x84\x01r\x7f\x18\xd0\x0f\x32z^[^\\x00]*[^\\x00\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}][^\\x00]*$\xc8\x01\x01\"0\n\x12\x43reatePostResponse\x12\x1a\n\x04post\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.Post\"*\n\x0eGetPostRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"-\n\x0fGetPostResponse\x12\x1a\n\x04post\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.Post\"-\n\x11\x44\x65letePostRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\x14\n\x12\x44\x65letePostResponse\"y\n\x14ListUserPostsRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x1c\n\tpage_size\x18\x02 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12)\n\x06\x63ursor\x18\x03 \x01(\tB\x19\xbaH\x16r\x14\x18@2\x10^[A-Za-z0-9_-]*$\"I\n\x15ListUserPostsResponse\x12\x1b\n\x05posts\x18\x01 \x03(\x0b\x32\x0c.dmb.v1.Post\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"+\n\x0fLikePostRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"&\n\x10LikePostResponse\x12\x12\n\nlike_count\x18\x01 \x01(\x03\"-\n\x11UnlikePostRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"(\n\x12UnlikePostResponse\x12\x12\n\nlike_count\x18\x01 \x01(\x03\"\xca\x01\n\x11\x41\x64\x64\x43ommentRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x9a\x01\n\x07\x63ontent\x18\x02 \x01(\tB\x88\x01\xbaH\x84\x01r\x7f\x18\xd0\x0f\x32z^[^\\x00]*[^\\x00\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}][^\\x00]*$\xc8\x01\x01\"6\n\x12\x41\x64\x64\x43ommentResponse\x12 \n\x07\x63omment\x18\x01 \x01(\x0b\x32\x0f.dmb.v1.Comment\"x\n\x13ListCommentsRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x1c\n\tpage_size\x18\x02 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12)\n\x06\x63ursor\x18\x03 \x01(\tB\x19\xbaH\x16r\x14\x18@2\x10^[A-Za-z0-9_-]*$\"N\n\x14ListCommentsResponse\x12!\n\x08\x63omments\x18\x01 \x03(\x0b\x32\x0f.dmb.v1.Comment\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"M\n\x14\x44\x65leteCommentRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x1b\n\ncomment_id\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\x17\n\x15\x44\x65leteCommentResponse\"4\n\x0fGetPostsRequest\x12!\n\x08post_ids\x18\x01 \x03(\x03\x42\x0f\xbaH\x0c\x92\x01\t\x10\xe8\x07\"\x04\"\x02 \x00\"/\n\x10GetPostsResponse\x12\x1b\n\x05posts\x18\x01 \x03(\x0b\x32\x0c.dmb.v1.Post2\x88\x08\n\x0bPostService\x12Y\n\nCreatePost\x12\x19.dmb.v1.CreatePostRequest\x1a\x1a.dmb.v1.CreatePostResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/posts:\x01*\x12W\n\x07GetPost\x12\x16.dmb.v1.GetPostRequest\x1a\x17.dmb.v1.GetPostResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/posts/{post_id}\x12`\n\nDeletePost\x12\x19.dmb.v1.DeletePostRequest\x1a\x1a.dmb.v1.DeletePostResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/posts/{post_id}\x12o\n\rListUserPosts\x12\x1c.dmb.v1.ListUserPostsRequest\x1a\x1d.dmb.v1.ListUserPostsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/users/{user_id}/posts\x12`\n\x08LikePost\x12\x17.dmb.v1.LikePostRequest\x1a\x18.dmb.v1.LikePostResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x19/v1/posts/{post_id}/likes\x12\x66\n\nUnlikePost\x12\x19.dmb.v1.UnlikePostRequest\x1a\x1a.dmb.v1.UnlikePostResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/posts/{post_id}/likes\x12l\n\nAddComment\x12\x19.dmb.v1.AddCommentRequest\x1a\x1a.dmb.v1.AddCommentResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/posts/{post_id}/comments:\x01*\x12o\n\x0cListComments\x12\x1b.dmb.v1.ListCommentsRequest\x1a\x1c.dmb.v1.ListCommentsResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/posts/{post_id}/comments\x12\x7f\n\rDeleteComment\x12\x1c.dmb.v1.DeleteCommentRequest\x1a\x1d.dmb.v1.DeleteCommentResponse\"1\x82\xd3\xe4\x93\x02+*)/v1/posts/{post_id}/comments/{comment_id}\x12=\n\x08GetPosts\x12\x17.dmb.v1.GetPostsRequest\x1a\x18.dmb.v1.GetPostsResponse\x1a\t\xd2\xf3\x18\x05postsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64mb/v1/posts.proto\x12\x06\x64mb.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x14\x64mb/v1/options.proto\x1a\x16\x64mb/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\"\xb0\x01\n\x11\x43reatePostRequest\x12\x9a\x01\n\x07\x63ontent\x18\x01 \x01(\tB\x88\x01\xbaH\x84\x01r\x7f\x18\xd0\x0f\x32z^[^\\x00]*[^\\x00\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}][^\\x00]*$\xc8\x01\x01\"0\n\x12\x43reatePostResponse\x12\x1a\n\x04post\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.Post\"*\n\x0eGetPostRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"-\n\x0fGetPostResponse\x12\x1a\n\x04post\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.Post\"-\n\x11\x44\x65letePostRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\x14\n\x12\x44\x65letePostResponse\"\xd5\x02\n\x14ListUserPostsRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x1c\n\tpage_size\x18\x02 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x84\x02\n\x06\x63ursor\x18\x03 \x01(\tB\xf3\x01\xbaH\xef\x01r\xec\x01\x18 2\xe7\x01^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$\"I\n\x15ListUserPostsResponse\x12\x1b\n\x05posts\x18\x01 \x03(\x0b\x32\x0c.dmb.v1.Post\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"+\n\x0fLikePostRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"&\n\x10LikePostResponse\x12\x12\n\nlike_count\x18\x01 \x01(\x03\"-\n\x11UnlikePostRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"(\n\x12UnlikePostResponse\x12\x12\n\nlike_count\x18\x01 \x01(\x03\"\xca\x01\n\x11\x41\x64\x64\x43ommentRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x9a\x01\n\x07\x63ontent\x18\x02 \x01(\tB\x88\x01\xbaH\x84\x01r\x7f\x18\xd0\x0f\x32z^[^\\x00]*[^\\x00\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}][^\\x00]*$\xc8\x01\x01\"6\n\x12\x41\x64\x64\x43ommentResponse\x12 \n\x07\x63omment\x18\x01 \x01(\x0b\x32\x0f.dmb.v1.Comment\"\xd4\x02\n\x13ListCommentsRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x1c\n\tpage_size\x18\x02 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x84\x02\n\x06\x63ursor\x18\x03 \x01(\tB\xf3\x01\xbaH\xef\x01r\xec\x01\x18 2\xe7\x01^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$\"N\n\x14ListCommentsResponse\x12!\n\x08\x63omments\x18\x01 \x03(\x0b\x32\x0f.dmb.v1.Comment\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"M\n\x14\x44\x65leteCommentRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x1b\n\ncomment_id\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\x17\n\x15\x44\x65leteCommentResponse\"4\n\x0fGetPostsRequest\x12!\n\x08post_ids\x18\x01 \x03(\x03\x42\x0f\xbaH\x0c\x92\x01\t\x10\xe8\x07\"\x04\"\x02 \x00\"/\n\x10GetPostsResponse\x12\x1b\n\x05posts\x18\x01 \x03(\x0b\x32\x0c.dmb.v1.Post2\x88\x08\n\x0bPostService\x12Y\n\nCreatePost\x12\x19.dmb.v1.CreatePostRequest\x1a\x1a.dmb.v1.CreatePostResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/posts:\x01*\x12W\n\x07GetPost\x12\x16.dmb.v1.GetPostRequest\x1a\x17.dmb.v1.GetPostResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/posts/{post_id}\x12`\n\nDeletePost\x12\x19.dmb.v1.DeletePostRequest\x1a\x1a.dmb.v1.DeletePostResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/posts/{post_id}\x12o\n\rListUserPosts\x12\x1c.dmb.v1.ListUserPostsRequest\x1a\x1d.dmb.v1.ListUserPostsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/users/{user_id}/posts\x12`\n\x08LikePost\x12\x17.dmb.v1.LikePostRequest\x1a\x18.dmb.v1.LikePostResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x19/v1/posts/{post_id}/likes\x12\x66\n\nUnlikePost\x12\x19.dmb.v1.UnlikePostRequest\x1a\x1a.dmb.v1.UnlikePostResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/posts/{post_id}/likes\x12l\n\nAddComment\x12\x19.dmb.v1.AddCommentRequest\x1a\x1a.dmb.v1.AddCommentResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/posts/{post_id}/comments:\x01*\x12o\n\x0cListComments\x12\x1b.dmb.v1.ListCommentsRequest\x1a\x1c.dmb.v1.ListCommentsResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/posts/{post_id}/comments\x12\x7f\n\rDeleteComment\x12\x1c.dmb.v1.DeleteCommentRequest\x1a\x1d.dmb.v1.DeleteCommentResponse\"1\x82\xd3\xe4\x93\x02+*)/v1/posts/{post_id}/comments/{comment_id}\x12=\n\x08GetPosts\x12\x17.dmb.v1.GetPostsRequest\x1a\x18.dmb.v1.GetPostsResponse\x1a\t\xd2\xf3\x18\x05postsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,7 +46,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTUSERPOSTSREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTUSERPOSTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\006\032\004\030d(\000'
   _globals['_LISTUSERPOSTSREQUEST'].fields_by_name['cursor']._loaded_options = None
-  _globals['_LISTUSERPOSTSREQUEST'].fields_by_name['cursor']._serialized_options = b'\272H\026r\024\030@2\020^[A-Za-z0-9_-]*$'
+  _globals['_LISTUSERPOSTSREQUEST'].fields_by_name['cursor']._serialized_options = b'\272H\357\001r\354\001\030 2\347\001^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$'
   _globals['_LIKEPOSTREQUEST'].fields_by_name['post_id']._loaded_options = None
   _globals['_LIKEPOSTREQUEST'].fields_by_name['post_id']._serialized_options = b'\272H\004\"\002 \000'
   _globals['_UNLIKEPOSTREQUEST'].fields_by_name['post_id']._loaded_options = None
@@ -60,7 +60,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTCOMMENTSREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTCOMMENTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\006\032\004\030d(\000'
   _globals['_LISTCOMMENTSREQUEST'].fields_by_name['cursor']._loaded_options = None
-  _globals['_LISTCOMMENTSREQUEST'].fields_by_name['cursor']._serialized_options = b'\272H\026r\024\030@2\020^[A-Za-z0-9_-]*$'
+  _globals['_LISTCOMMENTSREQUEST'].fields_by_name['cursor']._serialized_options = b'\272H\357\001r\354\001\030 2\347\001^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$'
   _globals['_DELETECOMMENTREQUEST'].fields_by_name['post_id']._loaded_options = None
   _globals['_DELETECOMMENTREQUEST'].fields_by_name['post_id']._serialized_options = b'\272H\004\"\002 \000'
   _globals['_DELETECOMMENTREQUEST'].fields_by_name['comment_id']._loaded_options = None
@@ -99,34 +99,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEPOSTREQUEST']._serialized_end=500
   _globals['_DELETEPOSTRESPONSE']._serialized_start=502
   _globals['_DELETEPOSTRESPONSE']._serialized_end=522
-  _globals['_LISTUSERPOSTSREQUEST']._serialized_start=524
-  _globals['_LISTUSERPOSTSREQUEST']._serialized_end=645
-  _globals['_LISTUSERPOSTSRESPONSE']._serialized_start=647
-  _globals['_LISTUSERPOSTSRESPONSE']._serialized_end=720
-  _globals['_LIKEPOSTREQUEST']._serialized_start=722
-  _globals['_LIKEPOSTREQUEST']._serialized_end=765
-  _globals['_LIKEPOSTRESPONSE']._serialized_start=767
-  _globals['_LIKEPOSTRESPONSE']._serialized_end=805
-  _globals['_UNLIKEPOSTREQUEST']._serialized_start=807
-  _globals['_UNLIKEPOSTREQUEST']._serialized_end=852
-  _globals['_UNLIKEPOSTRESPONSE']._serialized_start=854
-  _globals['_UNLIKEPOSTRESPONSE']._serialized_end=894
-  _globals['_ADDCOMMENTREQUEST']._serialized_start=897
-  _globals['_ADDCOMMENTREQUEST']._serialized_end=1099
-  _globals['_ADDCOMMENTRESPONSE']._serialized_start=1101
-  _globals['_ADDCOMMENTRESPONSE']._serialized_end=1155
-  _globals['_LISTCOMMENTSREQUEST']._serialized_start=1157
-  _globals['_LISTCOMMENTSREQUEST']._serialized_end=1277
-  _globals['_LISTCOMMENTSRESPONSE']._serialized_start=1279
-  _globals['_LISTCOMMENTSRESPONSE']._serialized_end=1357
-  _globals['_DELETECOMMENTREQUEST']._serialized_start=1359
-  _globals['_DELETECOMMENTREQUEST']._serialized_end=1436
-  _globals['_DELETECOMMENTRESPONSE']._serialized_start=1438
-  _globals['_DELETECOMMENTRESPONSE']._serialized_end=1461
-  _globals['_GETPOSTSREQUEST']._serialized_start=1463
-  _globals['_GETPOSTSREQUEST']._serialized_end=1515
-  _globals['_GETPOSTSRESPONSE']._serialized_start=1517
-  _globals['_GETPOSTSRESPONSE']._serialized_end=1564
-  _globals['_POSTSERVICE']._serialized_start=1567
-  _globals['_POSTSERVICE']._serialized_end=2599
+  _globals['_LISTUSERPOSTSREQUEST']._serialized_start=525
+  _globals['_LISTUSERPOSTSREQUEST']._serialized_end=866
+  _globals['_LISTUSERPOSTSRESPONSE']._serialized_start=868
+  _globals['_LISTUSERPOSTSRESPONSE']._serialized_end=941
+  _globals['_LIKEPOSTREQUEST']._serialized_start=943
+  _globals['_LIKEPOSTREQUEST']._serialized_end=986
+  _globals['_LIKEPOSTRESPONSE']._serialized_start=988
+  _globals['_LIKEPOSTRESPONSE']._serialized_end=1026
+  _globals['_UNLIKEPOSTREQUEST']._serialized_start=1028
+  _globals['_UNLIKEPOSTREQUEST']._serialized_end=1073
+  _globals['_UNLIKEPOSTRESPONSE']._serialized_start=1075
+  _globals['_UNLIKEPOSTRESPONSE']._serialized_end=1115
+  _globals['_ADDCOMMENTREQUEST']._serialized_start=1118
+  _globals['_ADDCOMMENTREQUEST']._serialized_end=1320
+  _globals['_ADDCOMMENTRESPONSE']._serialized_start=1322
+  _globals['_ADDCOMMENTRESPONSE']._serialized_end=1376
+  _globals['_LISTCOMMENTSREQUEST']._serialized_start=1379
+  _globals['_LISTCOMMENTSREQUEST']._serialized_end=1719
+  _globals['_LISTCOMMENTSRESPONSE']._serialized_start=1721
+  _globals['_LISTCOMMENTSRESPONSE']._serialized_end=1799
+  _globals['_DELETECOMMENTREQUEST']._serialized_start=1801
+  _globals['_DELETECOMMENTREQUEST']._serialized_end=1878
+  _globals['_DELETECOMMENTRESPONSE']._serialized_start=1880
+  _globals['_DELETECOMMENTRESPONSE']._serialized_end=1903
+  _globals['_GETPOSTSREQUEST']._serialized_start=1905
+  _globals['_GETPOSTSREQUEST']._serialized_end=1957
+  _globals['_GETPOSTSRESPONSE']._serialized_start=1959
+  _globals['_GETPOSTSRESPONSE']._serialized_end=2006
+  _globals['_POSTSERVICE']._serialized_start=2009
+  _globals['_POSTSERVICE']._serialized_end=3041
 # @@protoc_insertion_point(module_scope)

@@ -121,7 +121,8 @@ def test_the_field_rules_of_the_protos_are_published(document: dict[str, Any]) -
     listing = document["paths"]["/v1/users/{user_id}/posts"]["get"]
     params = {p["name"]: p["schema"] for p in listing["parameters"]}
     assert (params["pageSize"]["minimum"], params["pageSize"]["maximum"]) == (0, 100)
-    assert params["cursor"]["maxLength"] == 64
+    assert params["cursor"]["maxLength"] == 32
+    assert params["cursor"]["pattern"].startswith("^(?:djE6")  # base64url of `v1:<digits>`
 
 
 def test_published_patterns_accept_and_refuse_what_the_server_does(
@@ -143,3 +144,29 @@ def test_published_patterns_accept_and_refuse_what_the_server_does(
         enforced = not validator.collect_violations(posts_pb2.CreatePostRequest(content=text))
         assert published is enforced, repr(text)
         assert enforced is bool(text.strip() and "\x00" not in text), repr(text)
+
+
+def test_a_body_star_route_does_not_offer_the_fields_its_path_binds(
+    document: dict[str, Any],
+) -> None:
+    comment = document["paths"]["/v1/posts/{post_id}/comments"]["post"]
+    body = comment["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["properties"]) == {"content"}  # postId comes from the path
+    assert body["required"] == ["content"]
+    assert body["additionalProperties"] is False
+
+
+def test_replies_link_to_the_operations_their_ids_feed(document: dict[str, Any]) -> None:
+    """Stateful clients (schemathesis) follow these to use real ids, not made-up ones."""
+    created = document["paths"]["/v1/posts"]["post"]["responses"]["200"]["links"]
+    assert created["PostService_GetPost"]["parameters"] == {"post_id": "$response.body#/post/id"}
+    assert "PostService_DeleteComment" not in created  # needs a comment_id this reply lacks
+    registered = document["paths"]["/v1/users"]["post"]["responses"]["200"]["links"]
+    assert registered["FollowService_Follow"]["parameters"] == {
+        "user_id": "$response.body#/user/id"
+    }
+    commented = document["paths"]["/v1/posts/{post_id}/comments"]["post"]["responses"]["200"]
+    assert commented["links"]["PostService_DeleteComment"]["parameters"] == {
+        "post_id": "$response.body#/comment/postId",
+        "comment_id": "$response.body#/comment/id",
+    }

@@ -261,7 +261,11 @@ def test_openapi_carries_comments_nested_query_and_wrappers(
     search = document["paths"]["/v1/books:search"]["get"]
     by_name = {p["name"]: p for p in search["parameters"]}
     assert {"filter.minPages", "filter.signed", "filter.genre"} <= set(by_name)
-    assert by_name["filter.minPages"]["schema"] == {"type": "string", "format": "int64"}
+    assert by_name["filter.minPages"]["schema"] == {
+        "type": "string",
+        "format": "int64",
+        "pattern": "^(0|-?[1-9][0-9]{0,17})$",  # an integer string
+    }
     assert by_name["filter.genre"]["schema"]["enum"] == ["GENRE_UNSPECIFIED", "GENRE_FICTION"]
     assert by_name["tags"]["schema"]["type"] == "array"
     assert by_name["maxPages"]["schema"]["format"] == "int64"
@@ -271,3 +275,41 @@ def test_openapi_carries_comments_nested_query_and_wrappers(
         "type": "array",
         "items": {"$ref": "#/components/schemas/testonly.v1.Book"},
     }
+
+
+def test_cursors_decode_exactly_what_the_published_pattern_admits() -> None:
+    """The cursor rule of the .protos and the domain's decoder agree, string for string."""
+    import base64
+    import random
+    import re
+
+    from dmb.domain.paging import decode_cursor, encode_cursor
+    from dmb.errors import InvalidArgument
+    from dmb.v1 import feed_pb2
+    from serve_apps.gateway.constraints import rules_of
+
+    field = feed_pb2.GetHomeFeedRequest.DESCRIPTOR.fields_by_name["cursor"]
+    rules = rules_of(field)
+    assert rules is not None
+    pattern = re.compile(rules.string.pattern)
+
+    def decodes(cursor: str) -> bool:
+        try:
+            decode_cursor(cursor)
+        except InvalidArgument:
+            return False
+        return True
+
+    def b64(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    chooser = random.Random(7)
+    for digits in range(21):
+        number = "".join(chooser.choice("0123456789") for _ in range(digits))
+        cursor = b64("v1:" + number)
+        assert bool(pattern.search(cursor)) is decodes(cursor) is (1 <= digits <= 19), cursor
+    for hostile in [b64("v1:²"), b64("v1:٣"), b64("v1:-1"), "djE6MN", "!!", b64("v2:1")]:
+        assert not pattern.search(hostile), hostile
+        assert not decodes(hostile), hostile
+    assert decode_cursor(encode_cursor(247829761228800)) == 247829761228800
+    assert decode_cursor(b64("v1:" + "9" * 19)) == 2**53  # past every id: from the top
