@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from buf.validate import validate_pb2
 from entrypoints.launcher import LocalSystem
 from serve_apps.gateway.descriptors import DEFAULT_DESCRIPTOR_SET
 from tests.integration.helpers import make_users
@@ -67,7 +68,8 @@ class Header(grpc.StreamStreamClientInterceptor):
 
 
 @pytest.fixture(scope="module")
-def address(serve_system: LocalSystem) -> str:
+def address(serve_system: LocalSystem, grpc_channel: grpc.Channel) -> str:
+    """The ingress address, once it routes to every application (grpc_channel waits)."""
     return str(serve_system.addresses()["grpc"])
 
 
@@ -104,9 +106,13 @@ def test_reflection_lists_describes_and_calls_like_grpcurl(
         pool = descriptor_pool.DescriptorPool(reflected)
         service = pool.FindServiceByName("dmb.v1.PostService")
         assert {"CreatePost", "GetPost", "ListComments"} <= set(service.methods_by_name)
-        content = pool.FindMessageTypeByName("dmb.v1.CreatePostRequest").fields_by_name["content"]
-        options = descriptor_pb2.FieldOptions.FromString(content.GetOptions().SerializeToString())
-        assert options.ListFields() or options.UnknownFields()  # the buf.validate rules travel
+        file = reflected.FindFileContainingSymbol("dmb.v1.CreatePostRequest")
+        (request,) = [m for m in file.message_type if m.name == "CreatePostRequest"]
+        options = descriptor_pb2.FieldOptions.FromString(
+            request.field[0].options.SerializeToString()
+        )
+        rules = options.Extensions[validate_pb2.field]  # what `describe` prints with the field
+        assert (rules.required, rules.string.max_len) == (True, 2000)
         # grpcurl ... -H 'authorization: Bearer $TOKEN' -d '{"content": "..."}' ... CreatePost
         auth = (("application", "posts"), ("authorization", f"Bearer {issue_token(author)}"))
         text = f"reflected {uuid.uuid4().hex[:8]}"

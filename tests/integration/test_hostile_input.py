@@ -59,7 +59,7 @@ def _traceback_lines(logs: Path, request_id: str) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def author(database_url: str, issue_token: Callable[[int], str]) -> tuple[int, dict[str, str]]:
     (user_id,) = make_users(database_url, 1)
     return user_id, {"Authorization": f"Bearer {issue_token(user_id)}"}
