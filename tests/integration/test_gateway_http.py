@@ -254,3 +254,17 @@ def test_user_bucket_rejects_with_429_and_retry_after(base: str, settings: Setti
     me = _register_and_login(base)
     statuses = _statuses_until_429(f"{base}/v1/users/{me['userId']}/stats", me["headers"], settings)
     assert all(code == 200 for code in statuses[:-1])
+
+
+def test_preflights_reach_the_gateway_through_serve_and_no_origin_is_allowed_by_default(
+    base: str,
+) -> None:
+    """The local system sets no DMB_CORS_ALLOWED_ORIGINS: a browser page elsewhere gets nothing."""
+    preflight = requests.options(
+        f"{base}/v1/posts",
+        headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"},
+        timeout=30,
+    )
+    assert preflight.status_code == 403, preflight.text  # answered by the gateway, not a 405
+    assert preflight.json()["code"] == 7
+    assert "Access-Control-Allow-Origin" not in preflight.headers
