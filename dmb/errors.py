@@ -7,6 +7,8 @@ through a DeploymentHandle, maps the status to HTTP (DESIGN.md §4): one mapping
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
 
 
@@ -26,6 +28,29 @@ class DomainError(Exception):
 
 class InvalidArgument(DomainError):
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One broken field rule: the field's path (`content`, `post_ids[2]`), what is wrong, and
+    the rule's id (`string.max_len`), as `google.rpc.BadRequest.FieldViolation` carries them."""
+
+    field: str
+    description: str
+    reason: str = ""
+
+
+class InvalidFields(InvalidArgument):
+    """A request that breaks the field rules declared in its .proto (protovalidate)."""
+
+    def __init__(self, violations: tuple[FieldViolation, ...]) -> None:
+        super().__init__(
+            "invalid request: " + "; ".join(f"{v.field}: {v.description}" for v in violations)
+        )
+        self.violations = violations
+
+    def __reduce__(self) -> tuple[type[InvalidFields], tuple[tuple[FieldViolation, ...]]]:  # type: ignore[override]
+        return (type(self), (self.violations,))
 
 
 class NotFound(DomainError):

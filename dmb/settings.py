@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 ENV_PREFIX = "DMB_"
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", re.ASCII)
 JwtAlgorithm = Literal["RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA"]
 _STORE_SCHEMES: dict[str, tuple[str, ...]] = {
     "database_url": ("postgresql://", "postgres://"),
@@ -90,6 +92,10 @@ class Settings(BaseModel):
     request_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     # How many proxies in front of the gateway append to X-Forwarded-For (0: use the peer).
     trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
+    # Browser origins allowed to call the API (CORS), comma-separated: `https://app.example.com,
+    # http://localhost:3000`, or `*` for any. Empty (the default): no cross-origin access.
+    cors_allowed_origins: str = ""
+    cors_max_age_seconds: int = Field(default=600, ge=0, le=86_400)
 
     @field_validator("database_url", "database_replica_url", "redis_url")
     @classmethod
@@ -102,6 +108,14 @@ class Settings(BaseModel):
         schemes = _STORE_SCHEMES[info.field_name]
         if not raw.startswith(schemes):
             raise ValueError(f"must start with one of {', '.join(schemes)}")
+        return value
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for part in (p.strip().rstrip("/") for p in value.split(",")):
+            if part and part != "*" and not _ORIGIN.fullmatch(part):
+                raise ValueError(f"expected scheme://host[:port] or *, got {part!r}")
         return value
 
     @field_validator("kafka_bootstrap")

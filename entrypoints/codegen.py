@@ -1,8 +1,11 @@
 """Regenerate the Python stubs, gRPC servicers and descriptor set from `proto/`.
 
 Generated code lives in the `dmb.v1` package (mirroring the proto package `dmb.v1`) and is
-committed, so that a deployment needs no protoc. `check()` regenerates into a scratch folder
-and compares, so CI fails when someone edits a `.proto` and forgets to regenerate.
+committed, so that a deployment needs no protoc. The vendored protos our files import
+(`proto/third_party/`, e.g. protovalidate's `buf/validate/validate.proto`) are on the include
+path and get Python modules of their own (`buf/validate/validate_pb2.py`), because protoc's
+Python output imports every dependency by its proto path. `check()` regenerates into a scratch
+folder and compares, so CI fails when someone edits a `.proto` and forgets to regenerate.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO_ROOT / "proto"
+THIRD_PARTY_ROOT = PROTO_ROOT / "third_party"
 GENERATED_PACKAGE = Path("dmb") / "v1"
+# Vendored protos compiled to Python (message classes and stubs only: they define no service).
+VENDORED = ("buf/validate/validate.proto",)
+GENERATED_DIRS = (GENERATED_PACKAGE, Path("buf") / "validate")
 DESCRIPTOR_SET_NAME = "descriptor_set.binpb"
 _HANDWRITTEN = {"__init__.py"}
 
@@ -24,13 +31,14 @@ class CodegenError(RuntimeError):
 
 
 def _include_paths() -> list[str]:
-    """Our protos, googleapis' annotations (from the wheel) and protobuf's well-known types."""
+    """Our protos, the vendored ones, googleapis' annotations (from the wheel) and protobuf's
+    well-known types."""
     import google.api
     import grpc_tools
 
     googleapis_root = Path(next(iter(google.api.__path__))).parent.parent
     well_known_root = Path(next(iter(grpc_tools.__path__))) / "_proto"
-    return [str(PROTO_ROOT), str(googleapis_root), str(well_known_root)]
+    return [str(PROTO_ROOT), str(THIRD_PARTY_ROOT), str(googleapis_root), str(well_known_root)]
 
 
 def _mypy_plugins() -> list[str]:
@@ -42,55 +50,74 @@ def _mypy_plugins() -> list[str]:
     ]
 
 
-def generate(out_root: Path) -> list[Path]:
-    """Run protoc for every `.proto` under proto/ and write the outputs below `out_root`."""
+def _protoc(args: list[str]) -> None:
     from grpc_tools import protoc
 
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+    if protoc.main(["grpc_tools.protoc", *(f"-I{path}" for path in _include_paths()), *args]) != 0:
+        raise CodegenError("protoc failed; see the messages above")
+
+
+def generate(out_root: Path) -> list[Path]:
+    """Run protoc for every `.proto` of ours under proto/ (and the vendored ones we import) and
+    write the outputs below `out_root`."""
+    protos = sorted(
+        str(p.relative_to(PROTO_ROOT))
+        for p in PROTO_ROOT.rglob("*.proto")
+        if THIRD_PARTY_ROOT not in p.parents
+    )
     if not protos:
         raise CodegenError(f"no .proto files under {PROTO_ROOT}")
     package_dir = out_root / GENERATED_PACKAGE
     package_dir.mkdir(parents=True, exist_ok=True)
-    args = [
-        "grpc_tools.protoc",
-        *(f"-I{path}" for path in _include_paths()),
-        *_mypy_plugins(),
-        f"--python_out={out_root}",
-        f"--grpc_python_out={out_root}",
-        f"--mypy_out={out_root}",
-        f"--mypy_grpc_out={out_root}",
-        f"--descriptor_set_out={package_dir / DESCRIPTOR_SET_NAME}",
-        "--include_imports",
-        "--include_source_info",
-        *protos,
-    ]
-    if protoc.main(args) != 0:
-        raise CodegenError("protoc failed; see the messages above")
-    return sorted(p for p in package_dir.iterdir() if p.is_file())
+    _protoc(
+        [
+            *_mypy_plugins(),
+            f"--python_out={out_root}",
+            f"--grpc_python_out={out_root}",
+            f"--mypy_out={out_root}",
+            f"--mypy_grpc_out={out_root}",
+            f"--descriptor_set_out={package_dir / DESCRIPTOR_SET_NAME}",
+            "--include_imports",
+            "--include_source_info",
+            *protos,
+        ]
+    )
+    _protoc([*_mypy_plugins(), f"--python_out={out_root}", f"--mypy_out={out_root}", *VENDORED])
+    return sorted(
+        p for folder in GENERATED_DIRS for p in (out_root / folder).iterdir() if p.is_file()
+    )
 
 
 def regenerate() -> list[Path]:
     """Replace the generated files in the source tree with a fresh generation."""
-    target = REPO_ROOT / GENERATED_PACKAGE
-    for stale in target.iterdir() if target.exists() else []:
-        if stale.is_file() and stale.name not in _HANDWRITTEN:
-            stale.unlink()
+    for folder in GENERATED_DIRS:
+        target = REPO_ROOT / folder
+        for stale in target.iterdir() if target.exists() else []:
+            if stale.is_file() and stale.name not in _HANDWRITTEN:
+                stale.unlink()
     return generate(REPO_ROOT)
 
 
+def _files(folder: Path) -> set[str]:
+    if not folder.exists():
+        return set()
+    return {p.name for p in folder.iterdir() if p.is_file() and p.name not in _HANDWRITTEN}
+
+
 def check(tree_root: Path = REPO_ROOT) -> list[str]:
-    """Return the generated files that are missing, stale or extra (empty when up to date)."""
-    target = tree_root / GENERATED_PACKAGE
+    """Return the generated files that are missing, stale or extra (empty when up to date),
+    named by their path below the tree (`dmb/v1/posts_pb2.py`)."""
+    problems: list[str] = []
     with tempfile.TemporaryDirectory() as scratch:
-        fresh_dir = Path(scratch) / GENERATED_PACKAGE
         generate(Path(scratch))
-        fresh = {p.name for p in fresh_dir.iterdir() if p.is_file()}
-        committed = {p.name for p in target.iterdir() if p.is_file() and p.name not in _HANDWRITTEN}
-        problems = [f"missing: {name}" for name in sorted(fresh - committed)]
-        problems += [f"extra: {name}" for name in sorted(committed - fresh)]
-        for name in sorted(fresh & committed):
-            if not filecmp.cmp(fresh_dir / name, target / name, shallow=False):
-                problems.append(f"stale: {name}")
+        for folder in GENERATED_DIRS:
+            fresh_dir, target = Path(scratch) / folder, tree_root / folder
+            fresh, committed = _files(fresh_dir), _files(target)
+            problems += [f"missing: {folder / name}" for name in sorted(fresh - committed)]
+            problems += [f"extra: {folder / name}" for name in sorted(committed - fresh)]
+            for name in sorted(fresh & committed):
+                if not filecmp.cmp(fresh_dir / name, target / name, shallow=False):
+                    problems.append(f"stale: {folder / name}")
     return problems
 
 
@@ -104,7 +131,7 @@ def main(check_only: bool) -> int:
         return 0
     problems = check()
     for problem in problems:
-        print(f"{GENERATED_PACKAGE}: {problem}", file=sys.stderr)
+        print(problem, file=sys.stderr)
     if problems:
         print("generated code is out of date: run `dmb codegen`", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dmb.localstack import LocalStack
-from dmb.localstack.process import free_port
+from dmb.localstack.process import free_port, free_port_range
 from dmb.settings import Settings
 from dmb.stores import cdc
 from dmb.stores.change_events import FEED_TOPICS
@@ -26,6 +26,7 @@ from entrypoints.ray_cluster import LocalRayCluster
 from serve_apps.topology import APPLICATIONS, AppSpec, local_serve_config
 
 log = logging.getLogger(__name__)
+_GRPC_PORTS = 64  # direct-ingress gRPC ports per system: one per ingress replica, with room
 
 
 @dataclass
@@ -122,11 +123,18 @@ class LocalSystem:
         socket paths over 97 characters. Its stats and metrics listeners default to fixed ports
         (8404, 9101) on every address, so a second system on the machine (tests beside `dmb up`)
         could not start: they get free ports too.
+
+        Each ingress replica's own gRPC server takes a port counting up from 40000 on every
+        cluster, and Ray 2.60 asks gRPC for `grpc.so_reuseport` as the string "0", which gRPC
+        ignores, so two clusters on one machine both bind 40000 and the kernel shares the
+        connections: HAProxy then reaches the other cluster's replicas ("Application 'posts' not
+        found", "signed with an unknown key"). So each system gets a port range of its own.
         """
         assert self.stack is not None
         digest = hashlib.sha256(str(self.stack.data_dir).encode()).hexdigest()[:10]
         base = Path(tempfile.gettempdir()) / f"dmb-hap-{digest}"
         base.mkdir(mode=0o700, exist_ok=True)
+        grpc_ports = free_port_range(_GRPC_PORTS)
         return {
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
             "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
@@ -137,6 +145,8 @@ class LocalSystem:
             "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(base / "metrics.sock"),
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc_ports),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc_ports + _GRPC_PORTS - 1),
         }
 
     def redeploy(self, deployments: dict[str, list[dict[str, Any]]]) -> None:

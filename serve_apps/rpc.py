@@ -12,8 +12,17 @@ gives it the signature Serve calls it with, in two ways with the same request me
   and the caller's `write_position`, which the gateway read during admission;
 - from outside through Serve's gRPC ingress, with `grpc_context`: then the caller must present the
   same JWT in the `authorization` metadata, verified here exactly as the gateway does.
-Before the body runs, the process's store clients are opened (once); domain errors become the
-gRPC status on the ingress path and propagate unchanged to the gateway.
+Before the body runs, the request is checked against the field rules its .proto declares
+(protovalidate: serve_apps.validation) and the process's store clients are opened (once).
+
+Domain errors (a broken rule, a missing post, a bad token) are answers, not failures:
+- on the gRPC ingress the method sets the status, with `google.rpc.BadRequest` field violations
+  in the status details, and returns an empty reply instead of raising, because Serve sends
+  the trailing metadata that carries the details only for a method that returns;
+- behind the gateway they propagate unchanged (Ray re-raises them there), and Serve's "Request
+  failed" log line for them loses its traceback (`QuietDomainErrors`): a traceback in the logs
+  means a bug, never a client's bad input.
+Anything else is a bug: logged with its traceback and answered INTERNAL.
 
 The decorator also adds `Batch`, which the gateway uses under load: many calls of the service's
 RPCs in one handle call (serve_apps/gateway/coalescing.py), each run concurrently through its
@@ -28,8 +37,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
+from grpc_status import rpc_status
 
 from dmb.composition import Components
 from dmb.domain.identity import Caller, bearer_token
@@ -37,11 +48,34 @@ from dmb.errors import DomainError, Internal, Unauthenticated
 from dmb.stores import read_your_writes
 from dmb.stores.read_your_writes import WritePosition
 from dmb.v1 import options_pb2
+from serve_apps import validation
+from serve_apps.status_details import status_of
 
 log = logging.getLogger("dmb.rpc")
 Deployment = TypeVar("Deployment", bound=type)
 # One call in a batch: the RPC's name, its request, and what the gateway knows of the caller.
 Call = tuple[str, Message, Caller | None, WritePosition | None]
+SERVE_LOGGER = "ray.serve"  # ray.serve._private.constants.SERVE_LOGGER_NAME
+
+
+class QuietDomainErrors(logging.Filter):
+    """Serve logs every exception a replica method raises, with its traceback. A DomainError is
+    an answer the caller gets with its status, so keep one line (at INFO) and drop the trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, DomainError):
+            record.msg = f"{record.getMessage()} {type(error).__name__}: {error.message}"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_domain_errors(logger: logging.Logger) -> None:
+    """Install QuietDomainErrors on `logger` once (idempotent)."""
+    if not any(isinstance(f, QuietDomainErrors) for f in logger.filters):
+        logger.addFilter(QuietDomainErrors())
 
 
 class RpcDeployment:
@@ -55,6 +89,7 @@ def serves(service: ServiceDescriptor) -> Callable[[Deployment], Deployment]:
     Serve-callable method with identity, read-your-writes and error translation done here."""
 
     def decorate(cls: Deployment) -> Deployment:
+        quiet_domain_errors(logging.getLogger(SERVE_LOGGER))
         for method in service.methods:
             body = cls.__dict__.get(method.name)
             if body is None:
@@ -74,6 +109,7 @@ def _serve_method(
     method: MethodDescriptor, body: Callable[..., Awaitable[Message]]
 ) -> Callable[..., Awaitable[Message]]:
     public = _is_public(method)
+    reply_type = message_factory.GetMessageClass(method.output_type)
 
     async def call(
         self: RpcDeployment,
@@ -83,6 +119,7 @@ def _serve_method(
         write_position: WritePosition | None = None,
     ) -> Message:
         try:
+            validation.check(request)
             await self.components.ready()
             if public:
                 return await body(self, request)
@@ -90,10 +127,10 @@ def _serve_method(
             with read_your_writes.known(write_position):
                 return await body(self, request, who)
         except DomainError as exc:
-            if grpc_context is not None:
-                grpc_context.set_code(exc.code)
-                grpc_context.set_details(exc.message)
-            raise
+            if grpc_context is None:
+                raise
+            _answer(grpc_context, exc)
+            return reply_type()
         except Exception:
             log.exception("%s failed", method.full_name)
             if grpc_context is not None:
@@ -131,6 +168,15 @@ def _batch_method(
         return list(await asyncio.gather(*(one(call) for call in calls)))
 
     return Batch
+
+
+def _answer(grpc_context: Any, error: DomainError) -> None:
+    """Set a domain error's status on the gRPC call: code, message, and the rich status (with
+    field violations, when there are any) in the `grpc-status-details-bin` trailer."""
+    status = rpc_status.to_status(status_of(error))
+    grpc_context.set_code(status.code)
+    grpc_context.set_details(status.details)
+    grpc_context.set_trailing_metadata(list(status.trailing_metadata))
 
 
 async def _identify(components: Components, grpc_context: Any, caller: Caller | None) -> Caller:

@@ -125,7 +125,9 @@ class Counters:
         return written
 
     async def _rebuild(self, post_ids: Sequence[int]) -> dict[int, Counts]:
-        async with self._db.reading() as conn:
+        """Recount from the primary: a rebuild often follows the very like or comment that was
+        just committed, which a lagging replica would miss, and the result is cached."""
+        async with self._db.reading(fresh=True) as conn:
             cursor = await conn.execute(_RECOUNT_SQL, (list(post_ids),))
             rows = await cursor.fetchall()
         counts = {int(r[0]): Counts(int(r[1]), int(r[2])) for r in rows}

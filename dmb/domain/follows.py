@@ -65,11 +65,6 @@ class IdPage:
     next_cursor: str
 
 
-def _positive(user_id: int) -> None:
-    if user_id <= 0:
-        raise InvalidArgument("user_id must be a positive id")
-
-
 async def user_exists(conn: AsyncConn, user_id: int) -> bool:
     cursor = await conn.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))
     return await cursor.fetchone() is not None
@@ -116,7 +111,6 @@ class FollowGraph:
         self._celebrities = celebrities
 
     async def follow(self, caller: Caller, user_id: int) -> None:
-        _positive(user_id)
         if user_id == caller.user_id:
             raise InvalidArgument("you cannot follow yourself")
         try:
@@ -131,7 +125,6 @@ class FollowGraph:
             raise NotFound(f"user {user_id} does not exist") from None
 
     async def unfollow(self, caller: Caller, user_id: int) -> None:
-        _positive(user_id)
         if user_id == caller.user_id:
             raise InvalidArgument("you cannot unfollow yourself")
         async with self._db.transaction() as conn:
@@ -150,7 +143,6 @@ class FollowGraph:
         return await self._list(caller, user_id, page, "follower_id", "followee_id")
 
     async def stats(self, caller: Caller, user_id: int) -> FollowStats:
-        _positive(user_id)
         async with self._db.reading(for_user=caller.user_id) as conn:
             cursor = await conn.execute(
                 "SELECT coalesce(s.follower_count, 0), coalesce(s.following_count, 0), "
@@ -166,7 +158,6 @@ class FollowGraph:
     async def _list(
         self, caller: Caller, user_id: int, page: Page, owner_column: str, other_column: str
     ) -> IdPage:
-        _positive(user_id)
         async with self._db.reading(for_user=caller.user_id) as conn:
             if not await user_exists(conn, user_id):
                 raise NotFound(f"user {user_id} does not exist")

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 
 from dmb.errors import InvalidArgument
 from dmb.ids import ABOVE_EVERY_ID
 
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20  # for page_size 0; the bounds (0..100) are the .protos' field rules
 _PREFIX = "v1:"
+# What encode_cursor writes: ASCII digits only (str.isdigit also takes '²' and '٣'), at most
+# 19 of them; the .protos' cursor pattern says the same of the base64 text.
+_CURSOR_TEXT = re.compile(r"v1:([0-9]{1,19})", re.ASCII)
+_INVALID = "cursor is not valid: pass back a nextCursor unchanged"
 
 
 @dataclass(frozen=True)
@@ -41,20 +45,25 @@ def encode_cursor(last_id: int) -> str:
 
 
 def decode_cursor(cursor: str) -> int:
+    """The id a cursor holds, or InvalidArgument for anything encode_cursor did not write."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        text = base64.urlsafe_b64decode(padded.encode("ascii")).decode()
+        raw = base64.urlsafe_b64decode(padded.encode("ascii"))
+        text = raw.decode("ascii")
     except (binascii.Error, UnicodeError, ValueError):
-        raise InvalidArgument("cursor is not valid: pass back a nextCursor unchanged") from None
-    if not text.startswith(_PREFIX) or not text[len(_PREFIX) :].isdigit():
-        raise InvalidArgument("cursor is not valid: pass back a nextCursor unchanged")
-    return int(text[len(_PREFIX) :])
+        raise InvalidArgument(_INVALID) from None
+    found = _CURSOR_TEXT.fullmatch(text)
+    # Canonical base64 only (b64decode ignores stray low bits: 'djE6MN' reads as 'djE6MA'), so
+    # exactly the strings of the .proto's cursor pattern decode.
+    if found is None or base64.urlsafe_b64encode(raw).decode().rstrip("=") != cursor:
+        raise InvalidArgument(_INVALID)
+    # An id past every id continues from the top (newest-first) or finds nothing (oldest-first),
+    # and stays a valid bigint.
+    return min(int(found.group(1)), ABOVE_EVERY_ID)
 
 
 def page_from(page_size: int, cursor: str) -> Page:
-    """Validate a request's `page_size` (0 means the default) and `cursor` (empty: first page)."""
-    if page_size < 0 or page_size > MAX_PAGE_SIZE:
-        raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE_SIZE} (0 for default)")
+    """A request's page: `page_size` 0 means the default; an empty `cursor` the first page."""
     return Page(
         size=page_size or DEFAULT_PAGE_SIZE, after=decode_cursor(cursor) if cursor else None
     )

@@ -1,4 +1,9 @@
-"""Posts, likes and comments: validation, permissions, paged lists, batched hydration."""
+"""Posts, likes and comments: permissions, paged lists, batched hydration.
+
+Field rules (content 1..2,000 characters and not blank, positive ids, batch sizes) are declared
+in proto/dmb/v1/posts.proto and checked at the RPC boundary; the domain trims content and keeps
+what needs the database (the post exists, the caller is its author).
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,10 @@ from dmb.domain.counters import COMMENTS, LIKES, Counters, Counts
 from dmb.domain.identity import Caller
 from dmb.domain.paging import Page, next_cursor
 from dmb.domain.timestamps import to_timestamp
-from dmb.errors import InvalidArgument, NotFound, PermissionDenied
+from dmb.errors import NotFound, PermissionDenied
 from dmb.stores.postgres import AsyncConn, Database
 from dmb.v1 import resources_pb2
 
-MAX_CONTENT = 2000
-MAX_BATCH = 1000
 _POST_COLUMNS = "p.id, p.author_id, p.content, p.created_at, u.username"
 
 
@@ -34,19 +37,10 @@ class CommentPage:
     next_cursor: str
 
 
-def valid_content(content: str, what: str = "content") -> str:
-    """Trimmed content of 1 to 2,000 characters, or InvalidArgument."""
-    trimmed = content.strip()
-    if not trimmed:
-        raise InvalidArgument(f"{what} must not be empty")
-    if len(trimmed) > MAX_CONTENT:
-        raise InvalidArgument(f"{what} must be at most {MAX_CONTENT} characters")
-    return trimmed
-
-
-def _positive(value: int, name: str) -> None:
-    if value <= 0:
-        raise InvalidArgument(f"{name} must be a positive id")
+def trimmed(content: str) -> str:
+    """Content as stored: without leading and trailing whitespace (the .proto's rule guarantees
+    something is left)."""
+    return content.strip()
 
 
 def post_message(row: Sequence[Any], counts: Counts) -> resources_pb2.Post:
@@ -81,7 +75,7 @@ class Posts:
         self.counters = counters
 
     async def create(self, caller: Caller, content: str) -> resources_pb2.Post:
-        text = valid_content(content)
+        text = trimmed(content)
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
                 "WITH p AS (INSERT INTO posts (author_id, content) VALUES (%s, %s) "
@@ -95,7 +89,6 @@ class Posts:
         return post_message(row, Counts())
 
     async def get(self, caller: Caller, post_id: int) -> resources_pb2.Post:
-        _positive(post_id, "post_id")
         posts = await self.get_many([post_id], caller)
         if not posts:
             raise NotFound(f"post {post_id} does not exist")
@@ -108,8 +101,6 @@ class Posts:
 
         The home feed hydrates its pages through this, so it must stay batched.
         """
-        if len(post_ids) > MAX_BATCH:
-            raise InvalidArgument(f"at most {MAX_BATCH} post ids per call")
         if not post_ids:
             return []
         async with self._db.reading(for_user=reader.user_id if reader else None) as conn:
@@ -138,7 +129,6 @@ class Posts:
         ]
 
     async def delete(self, caller: Caller, post_id: int) -> None:
-        _positive(post_id, "post_id")
         async with self._db.transaction() as conn:
             cursor = await conn.execute("SELECT author_id FROM posts WHERE id = %s", (post_id,))
             row = await cursor.fetchone()
@@ -151,7 +141,6 @@ class Posts:
         await self.counters.forget(post_id)
 
     async def list_by_author(self, caller: Caller, user_id: int, page: Page) -> PostPage:
-        _positive(user_id, "user_id")
         async with self._db.reading(for_user=caller.user_id) as conn:
             exists = await (
                 await conn.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))
@@ -172,7 +161,6 @@ class Posts:
         )
 
     async def like(self, caller: Caller, post_id: int) -> int:
-        _positive(post_id, "post_id")
         try:
             async with self._db.transaction() as conn:
                 cursor = await conn.execute(
@@ -186,7 +174,6 @@ class Posts:
         return await self._count_after(post_id, LIKES, 1 if changed else 0)
 
     async def unlike(self, caller: Caller, post_id: int) -> int:
-        _positive(post_id, "post_id")
         async with self._db.transaction() as conn:
             await self._require_post(conn, post_id)
             cursor = await conn.execute(
@@ -199,8 +186,7 @@ class Posts:
     async def add_comment(
         self, caller: Caller, post_id: int, content: str
     ) -> resources_pb2.Comment:
-        _positive(post_id, "post_id")
-        text = valid_content(content)
+        text = trimmed(content)
         try:
             async with self._db.transaction() as conn:
                 cursor = await conn.execute(
@@ -217,7 +203,6 @@ class Posts:
         return comment_message(row)
 
     async def list_comments(self, caller: Caller, post_id: int, page: Page) -> CommentPage:
-        _positive(post_id, "post_id")
         async with self._db.reading(for_user=caller.user_id) as conn:
             await self._require_post(conn, post_id)
             cursor = await conn.execute(
@@ -233,8 +218,6 @@ class Posts:
         )
 
     async def delete_comment(self, caller: Caller, post_id: int, comment_id: int) -> None:
-        _positive(post_id, "post_id")
-        _positive(comment_id, "comment_id")
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
                 "SELECT c.author_id, p.author_id FROM comments c JOIN posts p ON p.id = c.post_id "

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import os
 import pwd
+import random
 import signal
 import socket
 import subprocess
@@ -37,6 +38,28 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_range(size: int, first: int = 21_000, last: int = 29_999) -> int:
+    """The first port of `size` consecutive ports nothing listens on, on any address, chosen at
+    random between `first` and `last` (below Linux's ephemeral range and above Ray's worker
+    ports). A plain bind to the wildcard address fails where any socket listens, even one
+    bound with SO_REUSEPORT, which is what makes the check trustworthy."""
+    slots = list(range(first, last - size + 2, size))
+    random.shuffle(slots)
+    for base in slots:
+        if all(_bindable(port) for port in range(base, base + size)):
+            return base
+    raise RuntimeError(f"no {size} free consecutive ports between {first} and {last}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("::", port))
+        except OSError:
+            return False
+    return True
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:

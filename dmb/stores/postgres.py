@@ -14,6 +14,7 @@ implicit transaction would add a BEGIN and a COMMIT to each; writes open explici
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +26,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from dmb.errors import Unavailable
 from dmb.settings import Settings
 from dmb.stores import read_your_writes
+
+log = logging.getLogger("dmb.postgres")
 
 AsyncConn = psycopg.AsyncConnection[TupleRow]
 
@@ -135,4 +138,7 @@ class Database:
         except PoolTimeout as exc:
             raise Unavailable(f"database ({pool.name}) did not answer in time") from exc
         except psycopg.OperationalError as exc:
-            raise Unavailable(f"database ({pool.name}) unavailable: {exc}") from exc
+            # psycopg's text names the server and the user ('connection to server at "db.internal"
+            # ... for user "dmb"'): neither goes into a reply, and the log gets only its class.
+            log.warning("database (%s) unavailable: %s", pool.name, type(exc).__name__)
+            raise Unavailable(f"database ({pool.name}) unavailable") from exc

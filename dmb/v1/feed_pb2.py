@@ -22,26 +22,31 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from dmb.v1 import resources_pb2 as dmb_dot_v1_dot_resources__pb2
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from dmb.v1 import options_pb2 as dmb_dot_v1_dot_options__pb2
+from dmb.v1 import resources_pb2 as dmb_dot_v1_dot_resources__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x64mb/v1/feed.proto\x12\x06\x64mb.v1\x1a\x16\x64mb/v1/resources.proto\x1a\x14\x64mb/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\"7\n\x12GetHomeFeedRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"G\n\x13GetHomeFeedResponse\x12\x1b\n\x05posts\x18\x01 \x03(\x0b\x32\x0c.dmb.v1.Post\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t2q\n\x0b\x46\x65\x65\x64Service\x12X\n\x0bGetHomeFeed\x12\x1a.dmb.v1.GetHomeFeedRequest\x1a\x1b.dmb.v1.GetHomeFeedResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/feed\x1a\x08\xd2\xf3\x18\x04\x66\x65\x65\x64\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x64mb/v1/feed.proto\x12\x06\x64mb.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x14\x64mb/v1/options.proto\x1a\x16\x64mb/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\"\xb9\x02\n\x12GetHomeFeedRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x84\x02\n\x06\x63ursor\x18\x02 \x01(\tB\xf3\x01\xbaH\xef\x01r\xec\x01\x18 2\xe7\x01^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$\"G\n\x13GetHomeFeedResponse\x12\x1b\n\x05posts\x18\x01 \x03(\x0b\x32\x0c.dmb.v1.Post\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t2q\n\x0b\x46\x65\x65\x64Service\x12X\n\x0bGetHomeFeed\x12\x1a.dmb.v1.GetHomeFeedRequest\x1a\x1b.dmb.v1.GetHomeFeedResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/feed\x1a\x08\xd2\xf3\x18\x04\x66\x65\x65\x64\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dmb.v1.feed_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_GETHOMEFEEDREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_GETHOMEFEEDREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\006\032\004\030d(\000'
+  _globals['_GETHOMEFEEDREQUEST'].fields_by_name['cursor']._loaded_options = None
+  _globals['_GETHOMEFEEDREQUEST'].fields_by_name['cursor']._serialized_options = b'\272H\357\001r\354\001\030 2\347\001^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$'
   _globals['_FEEDSERVICE']._loaded_options = None
   _globals['_FEEDSERVICE']._serialized_options = b'\322\363\030\004feed'
   _globals['_FEEDSERVICE'].methods_by_name['GetHomeFeed']._loaded_options = None
   _globals['_FEEDSERVICE'].methods_by_name['GetHomeFeed']._serialized_options = b'\202\323\344\223\002\n\022\010/v1/feed'
-  _globals['_GETHOMEFEEDREQUEST']._serialized_start=105
-  _globals['_GETHOMEFEEDREQUEST']._serialized_end=160
-  _globals['_GETHOMEFEEDRESPONSE']._serialized_start=162
-  _globals['_GETHOMEFEEDRESPONSE']._serialized_end=233
-  _globals['_FEEDSERVICE']._serialized_start=235
-  _globals['_FEEDSERVICE']._serialized_end=348
+  _globals['_GETHOMEFEEDREQUEST']._serialized_start=135
+  _globals['_GETHOMEFEEDREQUEST']._serialized_end=448
+  _globals['_GETHOMEFEEDRESPONSE']._serialized_start=450
+  _globals['_GETHOMEFEEDRESPONSE']._serialized_end=521
+  _globals['_FEEDSERVICE']._serialized_start=523
+  _globals['_FEEDSERVICE']._serialized_end=636
 # @@protoc_insertion_point(module_scope)

@@ -26,9 +26,11 @@ class GetHomeFeedRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Default 20, at most 100."""
+    """Default 20 (0 means the default), at most 100."""
     cursor: _builtins.str
-    """Opaque; empty for the first page."""
+    """Opaque: a `next_cursor` passed back unchanged; empty for the first page. (It is base64url,
+    unpadded, of `v1:` and 1 to 19 ASCII digits; the pattern says exactly that.)
+    """
     def __init__(
         self,
         *,

@@ -22,17 +22,36 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from dmb.v1 import options_pb2 as dmb_dot_v1_dot_options__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64mb/v1/follows.proto\x12\x06\x64mb.v1\x1a\x14\x64mb/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\" \n\rFollowRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"\x10\n\x0e\x46ollowResponse\"\"\n\x0fUnfollowRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"\x12\n\x10UnfollowResponse\"J\n\x14ListFollowersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\">\n\x15ListFollowersResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\x03\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"J\n\x14ListFollowingRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\">\n\x15ListFollowingResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\x03\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\"\n\x0fGetStatsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"Y\n\x10GetStatsResponse\x12\x16\n\x0e\x66ollower_count\x18\x01 \x01(\x03\x12\x17\n\x0f\x66ollowing_count\x18\x02 \x01(\x03\x12\x14\n\x0cis_celebrity\x18\x03 \x01(\x08\x32\xa8\x04\n\rFollowService\x12[\n\x06\x46ollow\x12\x15.dmb.v1.FollowRequest\x1a\x16.dmb.v1.FollowResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x1a/v1/users/{user_id}/follow\x12\x61\n\x08Unfollow\x12\x17.dmb.v1.UnfollowRequest\x1a\x18.dmb.v1.UnfollowResponse\"\"\x82\xd3\xe4\x93\x02\x1c*\x1a/v1/users/{user_id}/follow\x12s\n\rListFollowers\x12\x1c.dmb.v1.ListFollowersRequest\x1a\x1d.dmb.v1.ListFollowersResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/users/{user_id}/followers\x12s\n\rListFollowing\x12\x1c.dmb.v1.ListFollowingRequest\x1a\x1d.dmb.v1.ListFollowingResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/users/{user_id}/following\x12`\n\x08GetStats\x12\x17.dmb.v1.GetStatsRequest\x1a\x18.dmb.v1.GetStatsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/users/{user_id}/stats\x1a\x0b\xd2\xf3\x18\x07\x66ollowsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64mb/v1/follows.proto\x12\x06\x64mb.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x14\x64mb/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\")\n\rFollowRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\x10\n\x0e\x46ollowResponse\"+\n\x0fUnfollowRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\x12\n\x10UnfollowResponse\"\xd5\x02\n\x14ListFollowersRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x1c\n\tpage_size\x18\x02 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x84\x02\n\x06\x63ursor\x18\x03 \x01(\tB\xf3\x01\xbaH\xef\x01r\xec\x01\x18 2\xe7\x01^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$\">\n\x15ListFollowersResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\x03\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\xd5\x02\n\x14ListFollowingRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x1c\n\tpage_size\x18\x02 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x84\x02\n\x06\x63ursor\x18\x03 \x01(\tB\xf3\x01\xbaH\xef\x01r\xec\x01\x18 2\xe7\x01^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$\">\n\x15ListFollowingResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\x03\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"+\n\x0fGetStatsRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"Y\n\x10GetStatsResponse\x12\x16\n\x0e\x66ollower_count\x18\x01 \x01(\x03\x12\x17\n\x0f\x66ollowing_count\x18\x02 \x01(\x03\x12\x14\n\x0cis_celebrity\x18\x03 \x01(\x08\x32\xa8\x04\n\rFollowService\x12[\n\x06\x46ollow\x12\x15.dmb.v1.FollowRequest\x1a\x16.dmb.v1.FollowResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x1a/v1/users/{user_id}/follow\x12\x61\n\x08Unfollow\x12\x17.dmb.v1.UnfollowRequest\x1a\x18.dmb.v1.UnfollowResponse\"\"\x82\xd3\xe4\x93\x02\x1c*\x1a/v1/users/{user_id}/follow\x12s\n\rListFollowers\x12\x1c.dmb.v1.ListFollowersRequest\x1a\x1d.dmb.v1.ListFollowersResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/users/{user_id}/followers\x12s\n\rListFollowing\x12\x1c.dmb.v1.ListFollowingRequest\x1a\x1d.dmb.v1.ListFollowingResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/users/{user_id}/following\x12`\n\x08GetStats\x12\x17.dmb.v1.GetStatsRequest\x1a\x18.dmb.v1.GetStatsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/users/{user_id}/stats\x1a\x0b\xd2\xf3\x18\x07\x66ollowsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dmb.v1.follows_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_FOLLOWREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_FOLLOWREQUEST'].fields_by_name['user_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_UNFOLLOWREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_UNFOLLOWREQUEST'].fields_by_name['user_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_LISTFOLLOWERSREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_LISTFOLLOWERSREQUEST'].fields_by_name['user_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_LISTFOLLOWERSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTFOLLOWERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\006\032\004\030d(\000'
+  _globals['_LISTFOLLOWERSREQUEST'].fields_by_name['cursor']._loaded_options = None
+  _globals['_LISTFOLLOWERSREQUEST'].fields_by_name['cursor']._serialized_options = b'\272H\357\001r\354\001\030 2\347\001^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$'
+  _globals['_LISTFOLLOWINGREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_LISTFOLLOWINGREQUEST'].fields_by_name['user_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_LISTFOLLOWINGREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTFOLLOWINGREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\006\032\004\030d(\000'
+  _globals['_LISTFOLLOWINGREQUEST'].fields_by_name['cursor']._loaded_options = None
+  _globals['_LISTFOLLOWINGREQUEST'].fields_by_name['cursor']._serialized_options = b'\272H\357\001r\354\001\030 2\347\001^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$'
+  _globals['_GETSTATSREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_GETSTATSREQUEST'].fields_by_name['user_id']._serialized_options = b'\272H\004\"\002 \000'
   _globals['_FOLLOWSERVICE']._loaded_options = None
   _globals['_FOLLOWSERVICE']._serialized_options = b'\322\363\030\007follows'
   _globals['_FOLLOWSERVICE'].methods_by_name['Follow']._loaded_options = None
@@ -45,26 +64,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FOLLOWSERVICE'].methods_by_name['ListFollowing']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/users/{user_id}/following'
   _globals['_FOLLOWSERVICE'].methods_by_name['GetStats']._loaded_options = None
   _globals['_FOLLOWSERVICE'].methods_by_name['GetStats']._serialized_options = b'\202\323\344\223\002\033\022\031/v1/users/{user_id}/stats'
-  _globals['_FOLLOWREQUEST']._serialized_start=84
-  _globals['_FOLLOWREQUEST']._serialized_end=116
-  _globals['_FOLLOWRESPONSE']._serialized_start=118
-  _globals['_FOLLOWRESPONSE']._serialized_end=134
-  _globals['_UNFOLLOWREQUEST']._serialized_start=136
-  _globals['_UNFOLLOWREQUEST']._serialized_end=170
-  _globals['_UNFOLLOWRESPONSE']._serialized_start=172
-  _globals['_UNFOLLOWRESPONSE']._serialized_end=190
-  _globals['_LISTFOLLOWERSREQUEST']._serialized_start=192
-  _globals['_LISTFOLLOWERSREQUEST']._serialized_end=266
-  _globals['_LISTFOLLOWERSRESPONSE']._serialized_start=268
-  _globals['_LISTFOLLOWERSRESPONSE']._serialized_end=330
-  _globals['_LISTFOLLOWINGREQUEST']._serialized_start=332
-  _globals['_LISTFOLLOWINGREQUEST']._serialized_end=406
-  _globals['_LISTFOLLOWINGRESPONSE']._serialized_start=408
-  _globals['_LISTFOLLOWINGRESPONSE']._serialized_end=470
-  _globals['_GETSTATSREQUEST']._serialized_start=472
-  _globals['_GETSTATSREQUEST']._serialized_end=506
-  _globals['_GETSTATSRESPONSE']._serialized_start=508
-  _globals['_GETSTATSRESPONSE']._serialized_end=597
-  _globals['_FOLLOWSERVICE']._serialized_start=600
-  _globals['_FOLLOWSERVICE']._serialized_end=1152
+  _globals['_FOLLOWREQUEST']._serialized_start=113
+  _globals['_FOLLOWREQUEST']._serialized_end=154
+  _globals['_FOLLOWRESPONSE']._serialized_start=156
+  _globals['_FOLLOWRESPONSE']._serialized_end=172
+  _globals['_UNFOLLOWREQUEST']._serialized_start=174
+  _globals['_UNFOLLOWREQUEST']._serialized_end=217
+  _globals['_UNFOLLOWRESPONSE']._serialized_start=219
+  _globals['_UNFOLLOWRESPONSE']._serialized_end=237
+  _globals['_LISTFOLLOWERSREQUEST']._serialized_start=240
+  _globals['_LISTFOLLOWERSREQUEST']._serialized_end=581
+  _globals['_LISTFOLLOWERSRESPONSE']._serialized_start=583
+  _globals['_LISTFOLLOWERSRESPONSE']._serialized_end=645
+  _globals['_LISTFOLLOWINGREQUEST']._serialized_start=648
+  _globals['_LISTFOLLOWINGREQUEST']._serialized_end=989
+  _globals['_LISTFOLLOWINGRESPONSE']._serialized_start=991
+  _globals['_LISTFOLLOWINGRESPONSE']._serialized_end=1053
+  _globals['_GETSTATSREQUEST']._serialized_start=1055
+  _globals['_GETSTATSREQUEST']._serialized_end=1098
+  _globals['_GETSTATSRESPONSE']._serialized_start=1100
+  _globals['_GETSTATSRESPONSE']._serialized_end=1189
+  _globals['_FOLLOWSERVICE']._serialized_start=1192
+  _globals['_FOLLOWSERVICE']._serialized_end=1744
 # @@protoc_insertion_point(module_scope)

@@ -22,18 +22,51 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from dmb.v1 import resources_pb2 as dmb_dot_v1_dot_resources__pb2
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from dmb.v1 import options_pb2 as dmb_dot_v1_dot_options__pb2
+from dmb.v1 import resources_pb2 as dmb_dot_v1_dot_resources__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64mb/v1/posts.proto\x12\x06\x64mb.v1\x1a\x16\x64mb/v1/resources.proto\x1a\x14\x64mb/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\"$\n\x11\x43reatePostRequest\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\"0\n\x12\x43reatePostResponse\x12\x1a\n\x04post\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.Post\"!\n\x0eGetPostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\"-\n\x0fGetPostResponse\x12\x1a\n\x04post\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.Post\"$\n\x11\x44\x65letePostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\"\x14\n\x12\x44\x65letePostResponse\"J\n\x14ListUserPostsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"I\n\x15ListUserPostsResponse\x12\x1b\n\x05posts\x18\x01 \x03(\x0b\x32\x0c.dmb.v1.Post\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\"\n\x0fLikePostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\"&\n\x10LikePostResponse\x12\x12\n\nlike_count\x18\x01 \x01(\x03\"$\n\x11UnlikePostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\"(\n\x12UnlikePostResponse\x12\x12\n\nlike_count\x18\x01 \x01(\x03\"5\n\x11\x41\x64\x64\x43ommentRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"6\n\x12\x41\x64\x64\x43ommentResponse\x12 \n\x07\x63omment\x18\x01 \x01(\x0b\x32\x0f.dmb.v1.Comment\"I\n\x13ListCommentsRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"N\n\x14ListCommentsResponse\x12!\n\x08\x63omments\x18\x01 \x03(\x0b\x32\x0f.dmb.v1.Comment\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\";\n\x14\x44\x65leteCommentRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x12\n\ncomment_id\x18\x02 \x01(\x03\"\x17\n\x15\x44\x65leteCommentResponse\"#\n\x0fGetPostsRequest\x12\x10\n\x08post_ids\x18\x01 \x03(\x03\"/\n\x10GetPostsResponse\x12\x1b\n\x05posts\x18\x01 \x03(\x0b\x32\x0c.dmb.v1.Post2\x88\x08\n\x0bPostService\x12Y\n\nCreatePost\x12\x19.dmb.v1.CreatePostRequest\x1a\x1a.dmb.v1.CreatePostResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/posts:\x01*\x12W\n\x07GetPost\x12\x16.dmb.v1.GetPostRequest\x1a\x17.dmb.v1.GetPostResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/posts/{post_id}\x12`\n\nDeletePost\x12\x19.dmb.v1.DeletePostRequest\x1a\x1a.dmb.v1.DeletePostResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/posts/{post_id}\x12o\n\rListUserPosts\x12\x1c.dmb.v1.ListUserPostsRequest\x1a\x1d.dmb.v1.ListUserPostsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/users/{user_id}/posts\x12`\n\x08LikePost\x12\x17.dmb.v1.LikePostRequest\x1a\x18.dmb.v1.LikePostResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x19/v1/posts/{post_id}/likes\x12\x66\n\nUnlikePost\x12\x19.dmb.v1.UnlikePostRequest\x1a\x1a.dmb.v1.UnlikePostResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/posts/{post_id}/likes\x12l\n\nAddComment\x12\x19.dmb.v1.AddCommentRequest\x1a\x1a.dmb.v1.AddCommentResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/posts/{post_id}/comments:\x01*\x12o\n\x0cListComments\x12\x1b.dmb.v1.ListCommentsRequest\x1a\x1c.dmb.v1.ListCommentsResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/posts/{post_id}/comments\x12\x7f\n\rDeleteComment\x12\x1c.dmb.v1.DeleteCommentRequest\x1a\x1d.dmb.v1.DeleteCommentResponse\"1\x82\xd3\xe4\x93\x02+*)/v1/posts/{post_id}/comments/{comment_id}\x12=\n\x08GetPosts\x12\x17.dmb.v1.GetPostsRequest\x1a\x18.dmb.v1.GetPostsResponse\x1a\t\xd2\xf3\x18\x05postsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64mb/v1/posts.proto\x12\x06\x64mb.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x14\x64mb/v1/options.proto\x1a\x16\x64mb/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\"\xb0\x01\n\x11\x43reatePostRequest\x12\x9a\x01\n\x07\x63ontent\x18\x01 \x01(\tB\x88\x01\xbaH\x84\x01r\x7f\x18\xd0\x0f\x32z^[^\\x00]*[^\\x00\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}][^\\x00]*$\xc8\x01\x01\"0\n\x12\x43reatePostResponse\x12\x1a\n\x04post\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.Post\"*\n\x0eGetPostRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"-\n\x0fGetPostResponse\x12\x1a\n\x04post\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.Post\"-\n\x11\x44\x65letePostRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\x14\n\x12\x44\x65letePostResponse\"\xd5\x02\n\x14ListUserPostsRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x1c\n\tpage_size\x18\x02 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x84\x02\n\x06\x63ursor\x18\x03 \x01(\tB\xf3\x01\xbaH\xef\x01r\xec\x01\x18 2\xe7\x01^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$\"I\n\x15ListUserPostsResponse\x12\x1b\n\x05posts\x18\x01 \x03(\x0b\x32\x0c.dmb.v1.Post\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"+\n\x0fLikePostRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"&\n\x10LikePostResponse\x12\x12\n\nlike_count\x18\x01 \x01(\x03\"-\n\x11UnlikePostRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"(\n\x12UnlikePostResponse\x12\x12\n\nlike_count\x18\x01 \x01(\x03\"\xca\x01\n\x11\x41\x64\x64\x43ommentRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x9a\x01\n\x07\x63ontent\x18\x02 \x01(\tB\x88\x01\xbaH\x84\x01r\x7f\x18\xd0\x0f\x32z^[^\\x00]*[^\\x00\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}][^\\x00]*$\xc8\x01\x01\"6\n\x12\x41\x64\x64\x43ommentResponse\x12 \n\x07\x63omment\x18\x01 \x01(\x0b\x32\x0f.dmb.v1.Comment\"\xd4\x02\n\x13ListCommentsRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x1c\n\tpage_size\x18\x02 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x84\x02\n\x06\x63ursor\x18\x03 \x01(\tB\xf3\x01\xbaH\xef\x01r\xec\x01\x18 2\xe7\x01^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$\"N\n\x14ListCommentsResponse\x12!\n\x08\x63omments\x18\x01 \x03(\x0b\x32\x0f.dmb.v1.Comment\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"M\n\x14\x44\x65leteCommentRequest\x12\x18\n\x07post_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x1b\n\ncomment_id\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\x17\n\x15\x44\x65leteCommentResponse\"4\n\x0fGetPostsRequest\x12!\n\x08post_ids\x18\x01 \x03(\x03\x42\x0f\xbaH\x0c\x92\x01\t\x10\xe8\x07\"\x04\"\x02 \x00\"/\n\x10GetPostsResponse\x12\x1b\n\x05posts\x18\x01 \x03(\x0b\x32\x0c.dmb.v1.Post2\x88\x08\n\x0bPostService\x12Y\n\nCreatePost\x12\x19.dmb.v1.CreatePostRequest\x1a\x1a.dmb.v1.CreatePostResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/posts:\x01*\x12W\n\x07GetPost\x12\x16.dmb.v1.GetPostRequest\x1a\x17.dmb.v1.GetPostResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/posts/{post_id}\x12`\n\nDeletePost\x12\x19.dmb.v1.DeletePostRequest\x1a\x1a.dmb.v1.DeletePostResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/posts/{post_id}\x12o\n\rListUserPosts\x12\x1c.dmb.v1.ListUserPostsRequest\x1a\x1d.dmb.v1.ListUserPostsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/users/{user_id}/posts\x12`\n\x08LikePost\x12\x17.dmb.v1.LikePostRequest\x1a\x18.dmb.v1.LikePostResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x19/v1/posts/{post_id}/likes\x12\x66\n\nUnlikePost\x12\x19.dmb.v1.UnlikePostRequest\x1a\x1a.dmb.v1.UnlikePostResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/posts/{post_id}/likes\x12l\n\nAddComment\x12\x19.dmb.v1.AddCommentRequest\x1a\x1a.dmb.v1.AddCommentResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/posts/{post_id}/comments:\x01*\x12o\n\x0cListComments\x12\x1b.dmb.v1.ListCommentsRequest\x1a\x1c.dmb.v1.ListCommentsResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/posts/{post_id}/comments\x12\x7f\n\rDeleteComment\x12\x1c.dmb.v1.DeleteCommentRequest\x1a\x1d.dmb.v1.DeleteCommentResponse\"1\x82\xd3\xe4\x93\x02+*)/v1/posts/{post_id}/comments/{comment_id}\x12=\n\x08GetPosts\x12\x17.dmb.v1.GetPostsRequest\x1a\x18.dmb.v1.GetPostsResponse\x1a\t\xd2\xf3\x18\x05postsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dmb.v1.posts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CREATEPOSTREQUEST'].fields_by_name['content']._loaded_options = None
+  _globals['_CREATEPOSTREQUEST'].fields_by_name['content']._serialized_options = b'\272H\204\001r\177\030\320\0172z^[^\\x00]*[^\\x00\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}][^\\x00]*$\310\001\001'
+  _globals['_GETPOSTREQUEST'].fields_by_name['post_id']._loaded_options = None
+  _globals['_GETPOSTREQUEST'].fields_by_name['post_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_DELETEPOSTREQUEST'].fields_by_name['post_id']._loaded_options = None
+  _globals['_DELETEPOSTREQUEST'].fields_by_name['post_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_LISTUSERPOSTSREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_LISTUSERPOSTSREQUEST'].fields_by_name['user_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_LISTUSERPOSTSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTUSERPOSTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\006\032\004\030d(\000'
+  _globals['_LISTUSERPOSTSREQUEST'].fields_by_name['cursor']._loaded_options = None
+  _globals['_LISTUSERPOSTSREQUEST'].fields_by_name['cursor']._serialized_options = b'\272H\357\001r\354\001\030 2\347\001^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$'
+  _globals['_LIKEPOSTREQUEST'].fields_by_name['post_id']._loaded_options = None
+  _globals['_LIKEPOSTREQUEST'].fields_by_name['post_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_UNLIKEPOSTREQUEST'].fields_by_name['post_id']._loaded_options = None
+  _globals['_UNLIKEPOSTREQUEST'].fields_by_name['post_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_ADDCOMMENTREQUEST'].fields_by_name['post_id']._loaded_options = None
+  _globals['_ADDCOMMENTREQUEST'].fields_by_name['post_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_ADDCOMMENTREQUEST'].fields_by_name['content']._loaded_options = None
+  _globals['_ADDCOMMENTREQUEST'].fields_by_name['content']._serialized_options = b'\272H\204\001r\177\030\320\0172z^[^\\x00]*[^\\x00\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}][^\\x00]*$\310\001\001'
+  _globals['_LISTCOMMENTSREQUEST'].fields_by_name['post_id']._loaded_options = None
+  _globals['_LISTCOMMENTSREQUEST'].fields_by_name['post_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_LISTCOMMENTSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTCOMMENTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\006\032\004\030d(\000'
+  _globals['_LISTCOMMENTSREQUEST'].fields_by_name['cursor']._loaded_options = None
+  _globals['_LISTCOMMENTSREQUEST'].fields_by_name['cursor']._serialized_options = b'\272H\357\001r\354\001\030 2\347\001^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$'
+  _globals['_DELETECOMMENTREQUEST'].fields_by_name['post_id']._loaded_options = None
+  _globals['_DELETECOMMENTREQUEST'].fields_by_name['post_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_DELETECOMMENTREQUEST'].fields_by_name['comment_id']._loaded_options = None
+  _globals['_DELETECOMMENTREQUEST'].fields_by_name['comment_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_GETPOSTSREQUEST'].fields_by_name['post_ids']._loaded_options = None
+  _globals['_GETPOSTSREQUEST'].fields_by_name['post_ids']._serialized_options = b'\272H\014\222\001\t\020\350\007\"\004\"\002 \000'
   _globals['_POSTSERVICE']._loaded_options = None
   _globals['_POSTSERVICE']._serialized_options = b'\322\363\030\005posts'
   _globals['_POSTSERVICE'].methods_by_name['CreatePost']._loaded_options = None
@@ -54,46 +87,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POSTSERVICE'].methods_by_name['ListComments']._serialized_options = b'\202\323\344\223\002\036\022\034/v1/posts/{post_id}/comments'
   _globals['_POSTSERVICE'].methods_by_name['DeleteComment']._loaded_options = None
   _globals['_POSTSERVICE'].methods_by_name['DeleteComment']._serialized_options = b'\202\323\344\223\002+*)/v1/posts/{post_id}/comments/{comment_id}'
-  _globals['_CREATEPOSTREQUEST']._serialized_start=106
-  _globals['_CREATEPOSTREQUEST']._serialized_end=142
-  _globals['_CREATEPOSTRESPONSE']._serialized_start=144
-  _globals['_CREATEPOSTRESPONSE']._serialized_end=192
-  _globals['_GETPOSTREQUEST']._serialized_start=194
-  _globals['_GETPOSTREQUEST']._serialized_end=227
-  _globals['_GETPOSTRESPONSE']._serialized_start=229
-  _globals['_GETPOSTRESPONSE']._serialized_end=274
-  _globals['_DELETEPOSTREQUEST']._serialized_start=276
-  _globals['_DELETEPOSTREQUEST']._serialized_end=312
-  _globals['_DELETEPOSTRESPONSE']._serialized_start=314
-  _globals['_DELETEPOSTRESPONSE']._serialized_end=334
-  _globals['_LISTUSERPOSTSREQUEST']._serialized_start=336
-  _globals['_LISTUSERPOSTSREQUEST']._serialized_end=410
-  _globals['_LISTUSERPOSTSRESPONSE']._serialized_start=412
-  _globals['_LISTUSERPOSTSRESPONSE']._serialized_end=485
-  _globals['_LIKEPOSTREQUEST']._serialized_start=487
-  _globals['_LIKEPOSTREQUEST']._serialized_end=521
-  _globals['_LIKEPOSTRESPONSE']._serialized_start=523
-  _globals['_LIKEPOSTRESPONSE']._serialized_end=561
-  _globals['_UNLIKEPOSTREQUEST']._serialized_start=563
-  _globals['_UNLIKEPOSTREQUEST']._serialized_end=599
-  _globals['_UNLIKEPOSTRESPONSE']._serialized_start=601
-  _globals['_UNLIKEPOSTRESPONSE']._serialized_end=641
-  _globals['_ADDCOMMENTREQUEST']._serialized_start=643
-  _globals['_ADDCOMMENTREQUEST']._serialized_end=696
-  _globals['_ADDCOMMENTRESPONSE']._serialized_start=698
-  _globals['_ADDCOMMENTRESPONSE']._serialized_end=752
-  _globals['_LISTCOMMENTSREQUEST']._serialized_start=754
-  _globals['_LISTCOMMENTSREQUEST']._serialized_end=827
-  _globals['_LISTCOMMENTSRESPONSE']._serialized_start=829
-  _globals['_LISTCOMMENTSRESPONSE']._serialized_end=907
-  _globals['_DELETECOMMENTREQUEST']._serialized_start=909
-  _globals['_DELETECOMMENTREQUEST']._serialized_end=968
-  _globals['_DELETECOMMENTRESPONSE']._serialized_start=970
-  _globals['_DELETECOMMENTRESPONSE']._serialized_end=993
-  _globals['_GETPOSTSREQUEST']._serialized_start=995
-  _globals['_GETPOSTSREQUEST']._serialized_end=1030
-  _globals['_GETPOSTSRESPONSE']._serialized_start=1032
-  _globals['_GETPOSTSRESPONSE']._serialized_end=1079
-  _globals['_POSTSERVICE']._serialized_start=1082
-  _globals['_POSTSERVICE']._serialized_end=2114
+  _globals['_CREATEPOSTREQUEST']._serialized_start=136
+  _globals['_CREATEPOSTREQUEST']._serialized_end=312
+  _globals['_CREATEPOSTRESPONSE']._serialized_start=314
+  _globals['_CREATEPOSTRESPONSE']._serialized_end=362
+  _globals['_GETPOSTREQUEST']._serialized_start=364
+  _globals['_GETPOSTREQUEST']._serialized_end=406
+  _globals['_GETPOSTRESPONSE']._serialized_start=408
+  _globals['_GETPOSTRESPONSE']._serialized_end=453
+  _globals['_DELETEPOSTREQUEST']._serialized_start=455
+  _globals['_DELETEPOSTREQUEST']._serialized_end=500
+  _globals['_DELETEPOSTRESPONSE']._serialized_start=502
+  _globals['_DELETEPOSTRESPONSE']._serialized_end=522
+  _globals['_LISTUSERPOSTSREQUEST']._serialized_start=525
+  _globals['_LISTUSERPOSTSREQUEST']._serialized_end=866
+  _globals['_LISTUSERPOSTSRESPONSE']._serialized_start=868
+  _globals['_LISTUSERPOSTSRESPONSE']._serialized_end=941
+  _globals['_LIKEPOSTREQUEST']._serialized_start=943
+  _globals['_LIKEPOSTREQUEST']._serialized_end=986
+  _globals['_LIKEPOSTRESPONSE']._serialized_start=988
+  _globals['_LIKEPOSTRESPONSE']._serialized_end=1026
+  _globals['_UNLIKEPOSTREQUEST']._serialized_start=1028
+  _globals['_UNLIKEPOSTREQUEST']._serialized_end=1073
+  _globals['_UNLIKEPOSTRESPONSE']._serialized_start=1075
+  _globals['_UNLIKEPOSTRESPONSE']._serialized_end=1115
+  _globals['_ADDCOMMENTREQUEST']._serialized_start=1118
+  _globals['_ADDCOMMENTREQUEST']._serialized_end=1320
+  _globals['_ADDCOMMENTRESPONSE']._serialized_start=1322
+  _globals['_ADDCOMMENTRESPONSE']._serialized_end=1376
+  _globals['_LISTCOMMENTSREQUEST']._serialized_start=1379
+  _globals['_LISTCOMMENTSREQUEST']._serialized_end=1719
+  _globals['_LISTCOMMENTSRESPONSE']._serialized_start=1721
+  _globals['_LISTCOMMENTSRESPONSE']._serialized_end=1799
+  _globals['_DELETECOMMENTREQUEST']._serialized_start=1801
+  _globals['_DELETECOMMENTREQUEST']._serialized_end=1878
+  _globals['_DELETECOMMENTRESPONSE']._serialized_start=1880
+  _globals['_DELETECOMMENTRESPONSE']._serialized_end=1903
+  _globals['_GETPOSTSREQUEST']._serialized_start=1905
+  _globals['_GETPOSTSREQUEST']._serialized_end=1957
+  _globals['_GETPOSTSRESPONSE']._serialized_start=1959
+  _globals['_GETPOSTSRESPONSE']._serialized_end=2006
+  _globals['_POSTSERVICE']._serialized_start=2009
+  _globals['_POSTSERVICE']._serialized_end=3041
 # @@protoc_insertion_point(module_scope)

@@ -25,6 +25,7 @@ class CreatePostRequest(_message.Message):
 
     CONTENT_FIELD_NUMBER: _builtins.int
     content: _builtins.str
+    """1 to 2,000 characters, not blank; leading and trailing whitespace is trimmed."""
     def __init__(
         self,
         *,
@@ -140,7 +141,11 @@ class ListUserPostsRequest(_message.Message):
     CURSOR_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
     page_size: _builtins.int
+    """Default 20 (0 means the default), at most 100."""
     cursor: _builtins.str
+    """Opaque: a `next_cursor` passed back unchanged; empty for the first page. (It is base64url,
+    unpadded, of `v1:` and 1 to 19 ASCII digits; the pattern says exactly that.)
+    """
     def __init__(
         self,
         *,
@@ -263,6 +268,7 @@ class AddCommentRequest(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     post_id: _builtins.int
     content: _builtins.str
+    """1 to 2,000 characters, not blank; leading and trailing whitespace is trimmed."""
     def __init__(
         self,
         *,
@@ -306,7 +312,11 @@ class ListCommentsRequest(_message.Message):
     CURSOR_FIELD_NUMBER: _builtins.int
     post_id: _builtins.int
     page_size: _builtins.int
+    """Default 20 (0 means the default), at most 100."""
     cursor: _builtins.str
+    """Opaque: a `next_cursor` passed back unchanged; empty for the first page. (It is base64url,
+    unpadded, of `v1:` and 1 to 19 ASCII digits; the pattern says exactly that.)
+    """
     def __init__(
         self,
         *,

@@ -27,8 +27,10 @@ class RegisterRequest(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
     username: _builtins.str
+    """3 to 32 characters of a-z, 0-9 and _."""
     email: _builtins.str
     password: _builtins.str
+    """8 to 1,024 characters (the upper bound caps the hashing work of one request)."""
     def __init__(
         self,
         *,

@@ -34,6 +34,7 @@ from dmb.settings import Settings
 from dmb.stores.health import StoreHealth
 from dmb.stores.read_your_writes import WritePosition
 from serve_apps.gateway import openapi
+from serve_apps.gateway.cors import CorsPolicy, parse_origins
 from serve_apps.gateway.descriptors import (
     MethodSpec,
     build_service_map,
@@ -43,6 +44,7 @@ from serve_apps.gateway.descriptors import (
 from serve_apps.gateway.errors import bearer_challenge, error_response
 from serve_apps.gateway.routes import Match, RouteNotFound, RouteTable, VerbNotAllowed
 from serve_apps.gateway.transcode import TranscodeError, request_message, response_document
+from serve_apps.status_details import json_details
 
 log = logging.getLogger("dmb.gateway")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -137,6 +139,9 @@ class GatewayCore:
         self.openapi = json.dumps(openapi.build_document(self.routes.routes, files)).encode()
         self._metrics = metrics or _NoMetrics()
         self._echo_request_id = echo_request_id
+        self.cors = CorsPolicy(
+            parse_origins(settings.cors_allowed_origins), settings.cors_max_age_seconds
+        )
 
     @classmethod
     def assemble(
@@ -173,6 +178,8 @@ class GatewayCore:
             )
         if self._echo_request_id:
             response.headers["X-Request-Id"] = request_id
+        for name, value in self.cors.response_headers(request.headers.get("origin")).items():
+            response.headers.setdefault(name, value)
         log.log(
             logging.WARNING if response.status_code >= 500 else logging.DEBUG,
             "request_id=%s %s %s -> %d in %.1f ms",
@@ -189,7 +196,10 @@ class GatewayCore:
         match: Match | None = None
         refusal: Refusal | None = None
         own = path in _OWN_ENDPOINTS
-        if own:
+        preflight = verb == "OPTIONS" and "access-control-request-method" in request.headers
+        if preflight:
+            refusal = self._preflight_refusal(request.headers.get("origin"), path)
+        elif own:
             if verb != "GET":
                 refusal = _not_allowed(verb, path, ["GET"])
         else:
@@ -226,6 +236,8 @@ class GatewayCore:
             )
         if refusal is not None:
             return refusal.response(headers)
+        if preflight:
+            return self._preflight(request.headers["origin"], path, headers)
         if admitted.revoked:
             return error_response(
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -252,7 +264,7 @@ class GatewayCore:
     ) -> Response:
         method = match.route.method
         try:
-            body = await self._read_body(request)
+            body = await self._read_body(request) if match.route.body else b""
             message = request_message(
                 match.route, match.path_values, list(request.query_params.multi_items()), body
             )
@@ -273,7 +285,7 @@ class GatewayCore:
         except DomainError as exc:
             if exc.code is grpc.StatusCode.INTERNAL:  # logged where it happened: no details
                 exc = Internal(f"internal error (request id {request_id})")
-            return error_response(exc.code, exc.message, headers)
+            return error_response(exc.code, exc.message, headers, details=json_details(exc))
         except TimeoutError:
             return error_response(
                 grpc.StatusCode.DEADLINE_EXCEEDED, f"{method.full_name} timed out", headers
@@ -284,6 +296,32 @@ class GatewayCore:
                 grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})", headers
             )
         return JSONResponse(response_document(match.route, reply), headers=headers)
+
+    def _methods_of(self, path: str) -> list[str]:
+        """The verbs some route takes on `path` (empty: no route)."""
+        if path in _OWN_ENDPOINTS:
+            return ["GET"]
+        try:
+            self.routes.match("OPTIONS", path)  # no route takes OPTIONS: this lists the verbs
+        except VerbNotAllowed as exc:
+            return exc.allowed
+        except RouteNotFound:
+            return []
+        return []
+
+    def _preflight_refusal(self, origin: str | None, path: str) -> Refusal | None:
+        """Why a CORS preflight is refused (None: answer it); refusals carry no CORS headers,
+        which is what makes the browser stop."""
+        if self.cors.allowed_origin(origin) is None:
+            return Refusal(grpc.StatusCode.PERMISSION_DENIED, "origin not allowed (CORS)")
+        if not self._methods_of(path):
+            return Refusal(grpc.StatusCode.NOT_FOUND, f"no route for {path}")
+        return None
+
+    def _preflight(self, origin: str, path: str, headers: dict[str, str]) -> Response:
+        """204 with the verbs `path` takes; charged to the client's bucket like any request."""
+        cors = self.cors.preflight_headers(origin, self._methods_of(path))
+        return Response(status_code=204, headers={**headers, **cors})
 
     def _openapi(self) -> Response:
         return Response(self.openapi, media_type="application/json")

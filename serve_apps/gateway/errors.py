@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import grpc
 from starlette.responses import Response
@@ -40,9 +41,11 @@ def error_response(
     message: str,
     headers: dict[str, str] | None = None,
     http_status: int | None = None,
+    details: list[dict[str, Any]] | None = None,
 ) -> Response:
-    """The DESIGN.md §4 error body; the HTTP status follows the gRPC code unless given."""
-    body = json.dumps({"code": code.value[0], "message": message, "details": []})
+    """The DESIGN.md §4 error body; the HTTP status follows the gRPC code unless given.
+    `details`: google.rpc detail messages as protojson renders Any (serve_apps.status_details)."""
+    body = json.dumps({"code": code.value[0], "message": message, "details": details or []})
     all_headers = dict(headers or {})
     if code is grpc.StatusCode.UNAUTHENTICATED:
         all_headers.setdefault("WWW-Authenticate", 'Bearer realm="dmb"')

@@ -3,7 +3,12 @@
 Paths and verbs from the route map; path parameters from template variables; query parameters
 from the input message's remaining fields (nested message fields as dotted names, as the gateway
 accepts them); request and response schemas from the messages (canonical JSON: int64 as
-strings, enums by name); descriptions from the .proto comments.
+strings, enums by name); descriptions from the .proto comments; field constraints from the
+protovalidate rules the services enforce (serve_apps.gateway.constraints); response `links`
+(what a stateful client or fuzzer follows) from a naming convention, not per-endpoint code: a
+reply that holds a resource `post` (a message with an `id`) links to every operation whose path
+needs `post_id`, and a reply's own `user_id` (or a resource's `author_id`-style `<x>_id`
+fields) to operations that need that variable.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
+from serve_apps.gateway import constraints
 from serve_apps.gateway.descriptors import comments, descriptor_of
 from serve_apps.gateway.routes import Route
 
@@ -80,6 +86,9 @@ class _Schemas:
                 "properties": {f.json_name: self.described(f) for f in descriptor.fields},
                 "additionalProperties": False,
             }
+            required = [f.json_name for f in descriptor.fields if constraints.is_required(f)]
+            if required:
+                schema["required"] = required
             if name in self.descriptions:
                 schema["description"] = self.descriptions[name]
             self.components[name] = schema
@@ -96,13 +105,17 @@ class _Schemas:
         return {**schema, "description": text}
 
     def field(self, field: FieldDescriptor) -> dict[str, Any]:
+        rules = constraints.rules_of(field)
         if field.message_type is not None:
             schema = self.ref(field.message_type)
         elif field.enum_type is not None:
             schema = _enum(field.enum_type)
         else:
-            schema = dict(_SCALARS[field.type])
-        return {"type": "array", "items": schema} if field.is_repeated else schema
+            item_rules = constraints.item_rules(rules) if field.is_repeated else rules
+            schema = {**_SCALARS[field.type], **constraints.scalar_keywords(field, item_rules)}
+        if field.is_repeated:
+            return {"type": "array", "items": schema, **constraints.repeated_keywords(rules)}
+        return schema
 
 
 def _enum(enum: EnumDescriptor) -> dict[str, Any]:
@@ -150,7 +163,7 @@ def _operation(route: Route, schemas: _Schemas, operation_id: str) -> dict[str, 
     if route.body == "*":
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": schemas.ref(descriptor)}},
+            "content": {"application/json": {"schema": _body(descriptor, path_fields, schemas)}},
         }
     elif route.body:
         field = descriptor.fields_by_name[route.body]
@@ -166,6 +179,20 @@ def _operation(route: Route, schemas: _Schemas, operation_id: str) -> dict[str, 
         operation["responses"]["401"] = {"description": "Missing, invalid or revoked token"}
     operation["responses"]["429"] = {"description": "Rate limited (see Retry-After)"}
     return operation
+
+
+def _body(descriptor: Descriptor, path_fields: set[str], schemas: _Schemas) -> dict[str, Any]:
+    """The whole input message as the body, less the fields its path binds (the path wins, as
+    in grpc-gateway, so the body does not offer them)."""
+    reference = schemas.ref(descriptor)
+    bound = {f.json_name for f in descriptor.fields if f.name in path_fields}
+    if not bound:
+        return reference
+    schema = dict(schemas.components[descriptor.full_name])
+    schema["properties"] = {k: v for k, v in schema["properties"].items() if k not in bound}
+    if "required" in schema:
+        schema["required"] = [name for name in schema["required"] if name not in bound]
+    return schema
 
 
 def _query_parameters(
@@ -186,7 +213,7 @@ def _query_parameters(
         parameter: dict[str, Any] = {
             "name": name,
             "in": "query",
-            "required": False,
+            "required": constraints.is_required(field),
             "schema": schemas.field(field),
         }
         if field.is_repeated:
@@ -215,6 +242,42 @@ def _response_schema(route: Route, schemas: _Schemas) -> dict[str, Any]:
     return schemas.ref(output)
 
 
+def _id_sources(route: Route) -> dict[str, str]:
+    """Path variable name -> JSON pointer into this route's reply, by the naming convention."""
+    if route.response_body:
+        return {}
+    output = descriptor_of(route.method.output_type)
+    sources: dict[str, str] = {}
+    for field in output.fields:
+        if field.is_repeated:
+            continue
+        resource = field.message_type
+        if resource is None:
+            if field.name.endswith("_id"):
+                sources.setdefault(field.name, f"/{field.json_name}")
+            continue
+        if "id" in resource.fields_by_name:
+            sources[f"{field.name}_id"] = f"/{field.json_name}/id"
+        for inner in resource.fields:
+            if inner.name.endswith("_id") and not inner.is_repeated:
+                sources.setdefault(inner.name, f"/{field.json_name}/{inner.json_name}")
+    return sources
+
+
+def _links(route: Route, routes: list[Route], operation_ids: dict[int, str]) -> dict[str, Any]:
+    sources = _id_sources(route)
+    links: dict[str, Any] = {}
+    for target in routes:
+        needed = [v.field_path for v in target.template.variables]
+        if target is route or not needed or not all(name in sources for name in needed):
+            continue
+        links[operation_ids[id(target)]] = {
+            "operationId": operation_ids[id(target)],
+            "parameters": {name: f"$response.body#{sources[name]}" for name in needed},
+        }
+    return links
+
+
 def build_document(
     routes: list[Route],
     files: descriptor_pb2.FileDescriptorSet | None = None,
@@ -224,13 +287,17 @@ def build_document(
     schemas = _Schemas(comments(files) if files is not None else {})
     paths: dict[str, dict[str, Any]] = {}
     seen: dict[str, int] = {}
+    operation_ids: dict[int, str] = {}
     for route in routes:
         base = f"{route.method.deployment}_{route.method.name}"
         seen[base] = seen.get(base, 0) + 1
-        operation_id = base if seen[base] == 1 else f"{base}_{seen[base]}"
-        paths.setdefault(_openapi_path(route), {})[route.verb.lower()] = _operation(
-            route, schemas, operation_id
-        )
+        operation_ids[id(route)] = base if seen[base] == 1 else f"{base}_{seen[base]}"
+    for route in routes:
+        operation = _operation(route, schemas, operation_ids[id(route)])
+        links = _links(route, routes, operation_ids)
+        if links:
+            operation["responses"]["200"]["links"] = links
+        paths.setdefault(_openapi_path(route), {})[route.verb.lower()] = operation
     paths["/healthz"] = {
         "get": {
             "operationId": "healthz",

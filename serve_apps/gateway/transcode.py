@@ -4,11 +4,17 @@ Path variables, the body (`*` or one field) and the remaining query parameters a
 one JSON object, then parsed by `json_format`, which names the offending field on any error. Query
 and path values arrive as strings and are converted by the field's type first (bools, numbers,
 repeated fields from repeated keys, nested fields from dotted names).
+
+A route whose rule maps no `body` never reads one, as grpc-gateway does: clients send `{}` (or
+anything) on a bodiless POST by habit. Hostile bodies are refused as 400, never a 500: JSON
+nested deeper than `MAX_JSON_DEPTH`, integer literals past Python's digit limit, and messages
+that would echo megabytes of input back are cut to `MAX_MESSAGE`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +26,25 @@ from serve_apps.gateway.descriptors import descriptor_of
 from serve_apps.gateway.routes import Route
 
 _FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+_INTEGERS = frozenset(
+    {
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED32,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED32,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+# What a path or query integer may look like: Python's int() would also take "1_000", "+5",
+# " 5" and non-ASCII digits ("٣"), which no client means as a number.
+_DECIMAL = re.compile(r"-?[0-9]{1,20}", re.ASCII)
+MAX_JSON_DEPTH = 32  # far beyond any request message here; json would recurse ~1000 deep
+MAX_MESSAGE = 300  # characters of an error message: enough to name the field and the problem
 _WRAPPERS = frozenset(
     f"google.protobuf.{name}Value"
     for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
@@ -28,6 +53,11 @@ _WRAPPERS = frozenset(
 
 class TranscodeError(ValueError):
     """The request cannot become the method's input message; the message names the field."""
+
+    def __init__(self, message: str) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
+        super().__init__(message)
 
 
 def _field(descriptor: Descriptor, name: str) -> FieldDescriptor:
@@ -69,8 +99,10 @@ def _scalar(field: FieldDescriptor, raw: str, name: str) -> Any:
             return float(raw)
         except ValueError:
             raise TranscodeError(f"field {name!r}: expected a number, got {raw!r}") from None
-    if field.enum_type is not None and raw.lstrip("-").isdigit():
+    if field.enum_type is not None and _DECIMAL.fullmatch(raw):
         return int(raw)  # enums by number as well as by name, as grpc-gateway accepts
+    if field.type in _INTEGERS and not _DECIMAL.fullmatch(raw):
+        raise TranscodeError(f"field {name!r}: expected an integer, got {raw!r}")
     return raw  # strings, enum names, 32/64-bit ints (json_format parses them from strings)
 
 
@@ -105,8 +137,6 @@ def request_message(
         else:
             document[_field(descriptor, route.body).name] = parsed
             bound.add(_field(descriptor, route.body).name)
-    elif body.strip():
-        raise TranscodeError("this route takes no request body")
     for path, raw in path_values.items():
         fields = _resolve(descriptor, path)
         _assign(document, fields, _scalar(fields[-1], raw, path))
@@ -134,7 +164,7 @@ def _apply_query(
         if fields[0].name in bound:
             raise TranscodeError(f"field {key!r} is already bound by the path or body")
         leaf = fields[-1]
-        value = _scalar(leaf, raw, key)
+        value = _scalar(leaf, raw, ".".join(f.name for f in fields))
         if leaf.is_repeated:
             dotted = ".".join(f.name for f in fields)
             repeated.setdefault(dotted, []).append(value)
@@ -147,9 +177,33 @@ def _json_body(body: bytes) -> Any:
     if not body.strip():
         return {}
     try:
-        return json.loads(body, object_pairs_hook=_unique_keys)
+        parsed = json.loads(body, object_pairs_hook=_unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TranscodeError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise TranscodeError(_TOO_DEEP) from None
+    except ValueError as exc:  # an integer literal past sys.get_int_max_str_digits()
+        raise TranscodeError(f"request body has a number json cannot read: {exc}") from None
+    if _depth(parsed) > MAX_JSON_DEPTH:
+        raise TranscodeError(_TOO_DEEP)
+    return parsed
+
+
+_TOO_DEEP = f"request body is nested more than {MAX_JSON_DEPTH} levels deep"
+
+
+def _depth(document: Any) -> int:
+    """How deeply arrays and objects nest (iteratively: the document may be ~1000 deep)."""
+    deepest, pending = 0, [(document, 1)]
+    while pending:
+        node, level = pending.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:
+                pending.extend((child, level + 1) for child in node)
+    return deepest
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ accident: outside tests/integration they do not exist.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -77,10 +78,42 @@ def redis_url(settings: Settings) -> str:
     return settings.redis_url.get_secret_value()
 
 
+# One cheap call per application: an empty request, which each answers without a store
+# (INVALID_ARGUMENT from the field rules, or UNAUTHENTICATED) once the ingress routes to it.
+_ROUTE_PROBES = {
+    "users": "/dmb.v1.UserService/GetUser",
+    "follows": "/dmb.v1.FollowService/GetStats",
+    "posts": "/dmb.v1.PostService/GetPost",
+    "feed": "/dmb.v1.FeedService/GetHomeFeed",
+}
+
+
+def _wait_for_grpc_routes(channel: grpc.Channel, timeout: float = 120) -> None:
+    """Serve reports the applications RUNNING a little before HAProxy routes gRPC to each of
+    them (until then: NOT_FOUND "Application 'posts' not found"); wait for every route."""
+    deadline = time.monotonic() + timeout
+    for app, method in _ROUTE_PROBES.items():
+        probe = channel.unary_unary(method, request_serializer=bytes, response_deserializer=bytes)
+        while True:
+            try:
+                probe(b"", metadata=(("application", app),), timeout=30)
+                break
+            except grpc.RpcError as exc:
+                routed = not (
+                    exc.code() == grpc.StatusCode.NOT_FOUND and "Application" in str(exc.details())
+                )
+                if routed and exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    break
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+
 @pytest.fixture(scope="session")
 def grpc_channel(serve_system: LocalSystem) -> Iterator[grpc.Channel]:
-    """A real gRPC channel to Serve's gRPC ingress."""
+    """A real gRPC channel to Serve's gRPC ingress, once it routes to every application."""
     channel = grpc.insecure_channel(serve_system.addresses()["grpc"])
+    _wait_for_grpc_routes(channel)
     yield channel
     channel.close()
 

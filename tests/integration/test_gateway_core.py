@@ -23,7 +23,7 @@ from starlette.testclient import TestClient
 
 from dmb.composition import Components
 from dmb.domain.identity import Caller, denylist_key
-from dmb.errors import NotFound, Unavailable
+from dmb.errors import FieldViolation, InvalidFields, NotFound, Unavailable
 from dmb.settings import Settings
 from dmb.stores.read_your_writes import WritePosition, position_key
 from dmb.v1 import users_pb2
@@ -31,7 +31,7 @@ from serve_apps.gateway.core import GatewayCore
 from serve_apps.gateway.descriptors import MethodSpec
 from tests.protos.compile import compile_descriptor_set
 
-VERBS = ["GET", "POST", "PUT", "PATCH", "DELETE", "ARCHIVE"]
+VERBS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "ARCHIVE"]
 LOGIN = {"username": "someone", "password": "whatever1"}
 
 
@@ -348,3 +348,129 @@ def test_a_test_only_service_is_served_from_its_descriptors_alone(
         document = client.get("/openapi.json").json()
         assert "/v1/{name}:preview" in document["paths"]
         assert "/v1/posts" not in document["paths"]
+
+
+def test_a_route_without_a_body_rule_takes_any_body_or_none(
+    proxied: Settings, issue_token: Callable[[int], str]
+) -> None:
+    """grpc-gateway's rule: no `body` in the http rule, no body read (clients send `{}`)."""
+    dispatcher = Recorder(_echo_caller)
+    headers = {**_from(_fresh_ip()), "Authorization": f"Bearer {issue_token(8)}"}
+    for client in _client(proxied, dispatcher):
+        sent = [
+            client.post("/v1/users/5/follow", headers=headers),
+            client.post("/v1/users/5/follow", content=b"", headers=headers),
+            client.post("/v1/users/5/follow", json={}, headers=headers),
+            client.post(
+                "/v1/posts/9/likes",
+                content=b"{}",
+                headers={**headers, "Content-Type": "text/plain"},
+            ),
+            client.post("/v1/posts/9/likes", content=b"not json", headers=headers),
+        ]
+        unknown = client.post("/v1/posts", json={"content": "x", "colour": "red"}, headers=headers)
+    assert [r.status_code for r in sent] == [200] * 5, [r.text for r in sent]
+    assert [request.user_id for _, request, _ in dispatcher.calls[:3]] == [5, 5, 5]  # type: ignore[attr-defined]
+    assert (unknown.status_code, unknown.json()["code"]) == (400, 3)
+    assert "colour" in unknown.json()["message"]
+    assert len(dispatcher.calls) == 5  # the unknown field never reached a service
+
+
+def test_field_violations_are_bad_request_details_in_the_error_body(
+    proxied: Settings, issue_token: Callable[[int], str]
+) -> None:
+    def refuse(method: MethodSpec, request: Message, caller: Caller | None) -> Message:
+        raise InvalidFields(
+            (FieldViolation("content", "must be at most 2000 characters", "string.max_len"),)
+        )
+
+    headers = {**_from(_fresh_ip()), "Authorization": f"Bearer {issue_token(9)}"}
+    for client in _client(proxied, Recorder(refuse)):
+        refused = client.post("/v1/posts", json={"content": "x"}, headers=headers)
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "code": 3,
+        "message": "invalid request: content: must be at most 2000 characters",
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [
+                    {
+                        "field": "content",
+                        "description": "must be at most 2000 characters",
+                        "reason": "string.max_len",
+                    }
+                ],
+            }
+        ],
+    }
+
+
+APP = "https://app.example.com"
+
+
+def test_cors_preflight_is_answered_by_the_gateway_for_allowed_origins_only(
+    proxied: Settings, issue_token: Callable[[int], str]
+) -> None:
+    browsers = proxied.with_overrides({"cors_allowed_origins": f"{APP}, http://localhost:3000"})
+    dispatcher = Recorder(_echo_caller)
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    for client in _client(browsers, dispatcher):
+        addr = _fresh_ip()
+        allowed = client.options("/v1/posts", headers={**_from(addr), "Origin": APP, **preflight})
+        other = client.options(
+            "/v1/posts", headers={**_from(addr), "Origin": "https://evil.example", **preflight}
+        )
+        nowhere = client.options("/v1/nothing", headers={**_from(addr), "Origin": APP, **preflight})
+    assert allowed.status_code == 204, allowed.text
+    assert allowed.headers["Access-Control-Allow-Origin"] == APP
+    assert allowed.headers["Access-Control-Allow-Methods"] == "POST"
+    assert {"authorization", "content-type"} <= {
+        h.strip() for h in allowed.headers["Access-Control-Allow-Headers"].split(",")
+    }
+    assert int(allowed.headers["Access-Control-Max-Age"]) == browsers.cors_max_age_seconds
+    assert "RateLimit-Remaining" in allowed.headers  # charged like any request
+    assert other.status_code == 403
+    assert "Access-Control-Allow-Origin" not in other.headers
+    assert nowhere.status_code == 404
+    assert dispatcher.calls == []  # preflights never reach a service
+
+
+def test_actual_responses_carry_cors_headers_for_allowed_origins_only(
+    proxied: Settings, issue_token: Callable[[int], str]
+) -> None:
+    browsers = proxied.with_overrides({"cors_allowed_origins": APP})
+    token = {"Authorization": f"Bearer {issue_token(12)}"}
+    for client in _client(browsers, Recorder(_echo_caller)):
+        ok = client.get("/v1/users/5/stats", headers={**_from(_fresh_ip()), **token, "Origin": APP})
+        denied = client.get("/v1/feed", headers={**_from(_fresh_ip()), "Origin": APP})
+        foreign = client.get(
+            "/v1/users/5/stats", headers={**_from(_fresh_ip()), **token, "Origin": "https://x.io"}
+        )
+    assert ok.status_code == 200
+    assert ok.headers["Access-Control-Allow-Origin"] == APP
+    assert "RateLimit-Remaining" in ok.headers["Access-Control-Expose-Headers"]
+    assert "Origin" in ok.headers["Vary"]
+    assert denied.status_code == 401
+    assert denied.headers["Access-Control-Allow-Origin"] == APP  # the page can read the 401
+    assert foreign.status_code == 200  # CORS is enforced by the browser, not by refusing
+    assert "Access-Control-Allow-Origin" not in foreign.headers
+
+
+def test_without_allowed_origins_there_is_no_cross_origin_access(proxied: Settings) -> None:
+    assert proxied.cors_allowed_origins == ""  # the default
+    for client in _client(proxied, Recorder(_login_reply)):
+        preflight = client.options(
+            "/v1/auth/login",
+            headers={**_from(_fresh_ip()), "Origin": APP, "Access-Control-Request-Method": "POST"},
+        )
+        login = client.post(
+            "/v1/auth/login", json=LOGIN, headers={**_from(_fresh_ip()), "Origin": APP}
+        )
+    assert preflight.status_code == 403
+    assert "Access-Control-Allow-Origin" not in preflight.headers
+    assert login.status_code == 200
+    assert "Access-Control-Allow-Origin" not in login.headers

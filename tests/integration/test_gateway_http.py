@@ -76,10 +76,10 @@ def test_full_flow_register_login_post_like_comment(base: str) -> None:
     assert comment.status_code == 200, comment.text
     got = requests.get(f"{base}/v1/posts/{created['id']}", headers=bob["headers"], timeout=30)
     assert got.json()["post"]["commentCount"] == "1"
-    follow = requests.post(
-        f"{base}/v1/users/{alice['userId']}/follow", headers=bob["headers"], timeout=30
+    follow = requests.post(  # `curl -d '{}'`: a bodiless route ignores the body
+        f"{base}/v1/users/{alice['userId']}/follow", json={}, headers=bob["headers"], timeout=30
     )
-    assert follow.status_code == 200
+    assert follow.status_code == 200, follow.text
     stats = requests.get(
         f"{base}/v1/users/{alice['userId']}/stats", headers=bob["headers"], timeout=30
     )
@@ -176,7 +176,18 @@ def test_errors_from_services_follow_the_contract(base: str) -> None:
         f"{base}/v1/posts", json={"content": ""}, headers=me["headers"], timeout=30
     )
     assert empty.status_code == 400
-    assert empty.json() == {"code": 3, "message": "content must not be empty", "details": []}
+    assert empty.json() == {
+        "code": 3,
+        "message": "invalid request: content: value is required",
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [
+                    {"field": "content", "description": "value is required", "reason": "required"}
+                ],
+            }
+        ],
+    }
     missing = requests.get(f"{base}/v1/posts/1", headers=me["headers"], timeout=30)
     assert missing.status_code == 404
     duplicate = requests.post(
@@ -243,3 +254,17 @@ def test_user_bucket_rejects_with_429_and_retry_after(base: str, settings: Setti
     me = _register_and_login(base)
     statuses = _statuses_until_429(f"{base}/v1/users/{me['userId']}/stats", me["headers"], settings)
     assert all(code == 200 for code in statuses[:-1])
+
+
+def test_preflights_reach_the_gateway_through_serve_and_no_origin_is_allowed_by_default(
+    base: str,
+) -> None:
+    """The local system sets no DMB_CORS_ALLOWED_ORIGINS: a browser page elsewhere gets nothing."""
+    preflight = requests.options(
+        f"{base}/v1/posts",
+        headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"},
+        timeout=30,
+    )
+    assert preflight.status_code == 403, preflight.text  # answered by the gateway, not a 405
+    assert preflight.json()["code"] == 7
+    assert "Access-Control-Allow-Origin" not in preflight.headers

@@ -261,3 +261,28 @@ def test_grpc_ingress_serves_posts_with_the_jwt(
             pb.CreatePostRequest(content=""), metadata=grpc_metadata("posts", issue_token(author))
         )
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_rebuilt_count_includes_the_write_that_triggered_it_while_the_replica_lags(
+    posts: Any, database_url: str, redis_url: str, settings: Settings
+) -> None:
+    """A missing counter hash is rebuilt right after a committed like: from a replica that has
+    not replayed that like yet, the reply (and the cached hash) would say one like too few."""
+    author, fan = make_users(database_url, 2)
+    post = _create(posts, author)
+    assert settings.database_replica_url is not None
+    replica = settings.database_replica_url.get_secret_value()
+    with psycopg.connect(replica, autocommit=True) as conn:
+        conn.execute("SELECT pg_wal_replay_pause()")
+        try:
+            redis.Redis.from_url(redis_url).delete(counts_key(post.id))
+            liked = posts.LikePost.remote(
+                pb.LikePostRequest(post_id=post.id), caller=as_caller(fan)
+            ).result()
+            cached = posts.GetPost.remote(
+                pb.GetPostRequest(post_id=post.id), caller=as_caller(author)
+            ).result()
+        finally:
+            conn.execute("SELECT pg_wal_replay_resume()")
+    assert liked.like_count == 1
+    assert cached.post.like_count == 1

@@ -70,7 +70,11 @@ def test_public_routes_need_no_token_and_the_rest_do(document: dict[str, Any]) -
 def test_parameters_and_schemas_follow_the_canonical_json(document: dict[str, Any]) -> None:
     listing = document["paths"]["/v1/users/{user_id}/posts"]["get"]
     params = {(p["in"], p["name"]): p["schema"] for p in listing["parameters"]}
-    assert params[("path", "user_id")] == {"type": "string", "format": "int64"}
+    assert params[("path", "user_id")] == {
+        "type": "string",
+        "format": "int64",
+        "pattern": "^[1-9][0-9]{0,17}$",  # int64 gt 0, as an integer string
+    }
     assert ("query", "pageSize") in params
     assert ("query", "cursor") in params
     create = document["paths"]["/v1/posts"]["post"]
@@ -97,3 +101,72 @@ def test_every_reference_resolves(document: dict[str, Any]) -> None:
 
     for ref in refs(document):
         assert ref.removeprefix("#/components/schemas/") in schemas, ref
+
+
+def test_the_field_rules_of_the_protos_are_published(document: dict[str, Any]) -> None:
+    """What protovalidate enforces (proto/dmb/v1/*.proto) is what clients are told."""
+    schemas = document["components"]["schemas"]
+    register = schemas["dmb.v1.RegisterRequest"]
+    assert register["required"] == ["username", "email", "password"]
+    username = register["properties"]["username"]
+    assert (username["minLength"], username["maxLength"]) == (3, 32)
+    assert username["pattern"] == "^[a-z0-9_]{3,32}$"
+    assert register["properties"]["email"]["format"] == "email"
+    assert register["properties"]["password"]["minLength"] == 8
+    login_password = schemas["dmb.v1.LoginRequest"]["properties"]["password"]
+    assert login_password["minLength"] == 1  # `required` refuses ""
+    content = schemas["dmb.v1.CreatePostRequest"]["properties"]["content"]
+    assert content["maxLength"] == 2000
+    assert "\\u3000" in content["pattern"]  # RE2's \x{3000} in ECMA 262 syntax
+    listing = document["paths"]["/v1/users/{user_id}/posts"]["get"]
+    params = {p["name"]: p["schema"] for p in listing["parameters"]}
+    assert (params["pageSize"]["minimum"], params["pageSize"]["maximum"]) == (0, 100)
+    assert params["cursor"]["maxLength"] == 32
+    assert params["cursor"]["pattern"].startswith("^(?:djE6")  # base64url of `v1:<digits>`
+
+
+def test_published_patterns_accept_and_refuse_what_the_server_does(
+    document: dict[str, Any],
+) -> None:
+    """The content rule in ECMA/Python syntax means what the RE2 rule means to protovalidate."""
+    import re
+
+    import protovalidate
+
+    from dmb.v1 import posts_pb2
+
+    pattern = document["components"]["schemas"]["dmb.v1.CreatePostRequest"]["properties"][
+        "content"
+    ]["pattern"]
+    validator = protovalidate.Validator()
+    for text in ["hi", " x ", "\u3000", "\u3000a", " \t\n", "a\x00", "\xa0\u2028", "é"]:
+        published = re.search(pattern, text) is not None
+        enforced = not validator.collect_violations(posts_pb2.CreatePostRequest(content=text))
+        assert published is enforced, repr(text)
+        assert enforced is bool(text.strip() and "\x00" not in text), repr(text)
+
+
+def test_a_body_star_route_does_not_offer_the_fields_its_path_binds(
+    document: dict[str, Any],
+) -> None:
+    comment = document["paths"]["/v1/posts/{post_id}/comments"]["post"]
+    body = comment["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["properties"]) == {"content"}  # postId comes from the path
+    assert body["required"] == ["content"]
+    assert body["additionalProperties"] is False
+
+
+def test_replies_link_to_the_operations_their_ids_feed(document: dict[str, Any]) -> None:
+    """Stateful clients (schemathesis) follow these to use real ids, not made-up ones."""
+    created = document["paths"]["/v1/posts"]["post"]["responses"]["200"]["links"]
+    assert created["PostService_GetPost"]["parameters"] == {"post_id": "$response.body#/post/id"}
+    assert "PostService_DeleteComment" not in created  # needs a comment_id this reply lacks
+    registered = document["paths"]["/v1/users"]["post"]["responses"]["200"]["links"]
+    assert registered["FollowService_Follow"]["parameters"] == {
+        "user_id": "$response.body#/user/id"
+    }
+    commented = document["paths"]["/v1/posts/{post_id}/comments"]["post"]["responses"]["200"]
+    assert commented["links"]["PostService_DeleteComment"]["parameters"] == {
+        "post_id": "$response.body#/comment/postId",
+        "comment_id": "$response.body#/comment/id",
+    }

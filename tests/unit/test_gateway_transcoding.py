@@ -121,8 +121,47 @@ def test_bad_bodies_are_refused(table: RouteTable) -> None:
         _request(table, "PATCH", path, body=b'{"colour": "red"}')
     with pytest.raises(TranscodeError, match="pages"):
         _request(table, "PATCH", path, body=b'{"pages": "many"}')
-    with pytest.raises(TranscodeError, match="no request body"):
-        _request(table, "GET", "/v1/books:search", body=b'{"query": "x"}')
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"{}", b"  {}\n", b'{"query": "x"}', b"[not json at all", b"\xff\xfe"]
+)
+def test_a_route_without_a_body_rule_never_reads_the_body(table: RouteTable, body: bytes) -> None:
+    """As grpc-gateway: a rule with no `body` ignores whatever was sent (clients send `{}`)."""
+    message = _request(table, "GET", "/v1/books:search", query=[("query", "dune")], body=body)
+    assert message.query == "dune"  # type: ignore[attr-defined]
+    archived = _request(table, "ARCHIVE", "/v1/books/b1", body=body)
+    assert archived.id == "b1"  # type: ignore[attr-defined]
+
+
+def test_a_mapped_body_still_refuses_unknown_fields(table: RouteTable) -> None:
+    with pytest.raises(TranscodeError, match="colour"):
+        _request(table, "PUT", "/v1/shelves/s1", body=b'{"theme": "sf", "colour": "red"}')
+    with pytest.raises(TranscodeError, match="colour"):
+        _request(table, "PATCH", "/v1/shelves/s/books/b", body=b'{"colour": "red"}')
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested more than 32 levels"),
+        (b'{"theme": ' + b"[" * 40 + b"]" * 40 + b"}", "nested more than 32 levels"),
+        (b'{"max_books": ' + b"9" * 4_400 + b"}", "number json cannot read"),
+        (b'{"theme": "' + b"x" * 10_000 + b'", "max_books": "many"}', "max_books"),
+    ],
+)
+def test_hostile_bodies_are_refused_with_a_short_clear_message(
+    table: RouteTable, body: bytes, said: str
+) -> None:
+    with pytest.raises(TranscodeError, match=said) as refused:
+        _request(table, "PUT", "/v1/shelves/s1", body=body)
+    assert len(str(refused.value)) <= 300
+
+
+@pytest.mark.parametrize("raw", ["1_000", "+5", " 5", "\u0663", "5.0", "9" * 4_400])
+def test_path_and_query_integers_are_plain_ascii_decimals(table: RouteTable, raw: str) -> None:
+    with pytest.raises(TranscodeError, match="page_size"):
+        _request(table, "GET", "/v1/books:search", query=[("pageSize", raw)])
 
 
 def test_response_body_selects_one_field(table: RouteTable, library: dict[str, MethodSpec]) -> None:
@@ -222,7 +261,11 @@ def test_openapi_carries_comments_nested_query_and_wrappers(
     search = document["paths"]["/v1/books:search"]["get"]
     by_name = {p["name"]: p for p in search["parameters"]}
     assert {"filter.minPages", "filter.signed", "filter.genre"} <= set(by_name)
-    assert by_name["filter.minPages"]["schema"] == {"type": "string", "format": "int64"}
+    assert by_name["filter.minPages"]["schema"] == {
+        "type": "string",
+        "format": "int64",
+        "pattern": "^(0|-?[1-9][0-9]{0,17})$",  # an integer string
+    }
     assert by_name["filter.genre"]["schema"]["enum"] == ["GENRE_UNSPECIFIED", "GENRE_FICTION"]
     assert by_name["tags"]["schema"]["type"] == "array"
     assert by_name["maxPages"]["schema"]["format"] == "int64"
@@ -232,3 +275,41 @@ def test_openapi_carries_comments_nested_query_and_wrappers(
         "type": "array",
         "items": {"$ref": "#/components/schemas/testonly.v1.Book"},
     }
+
+
+def test_cursors_decode_exactly_what_the_published_pattern_admits() -> None:
+    """The cursor rule of the .protos and the domain's decoder agree, string for string."""
+    import base64
+    import random
+    import re
+
+    from dmb.domain.paging import decode_cursor, encode_cursor
+    from dmb.errors import InvalidArgument
+    from dmb.v1 import feed_pb2
+    from serve_apps.gateway.constraints import rules_of
+
+    field = feed_pb2.GetHomeFeedRequest.DESCRIPTOR.fields_by_name["cursor"]
+    rules = rules_of(field)
+    assert rules is not None
+    pattern = re.compile(rules.string.pattern)
+
+    def decodes(cursor: str) -> bool:
+        try:
+            decode_cursor(cursor)
+        except InvalidArgument:
+            return False
+        return True
+
+    def b64(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    chooser = random.Random(7)
+    for digits in range(21):
+        number = "".join(chooser.choice("0123456789") for _ in range(digits))
+        cursor = b64("v1:" + number)
+        assert bool(pattern.search(cursor)) is decodes(cursor) is (1 <= digits <= 19), cursor
+    for hostile in [b64("v1:²"), b64("v1:٣"), b64("v1:-1"), "djE6MN", "!!", b64("v2:1")]:
+        assert not pattern.search(hostile), hostile
+        assert not decodes(hostile), hostile
+    assert decode_cursor(encode_cursor(247829761228800)) == 247829761228800
+    assert decode_cursor(b64("v1:" + "9" * 19)) == 2**53  # past every id: from the top

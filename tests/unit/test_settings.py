@@ -105,3 +105,20 @@ def test_settings_are_immutable() -> None:
     settings: Settings = load_settings(environ={})
     with pytest.raises(ValueError, match="frozen"):
         settings.http_port = 1
+
+
+def test_cors_origins_are_none_by_default_and_checked() -> None:
+    from serve_apps.gateway.cors import parse_origins
+
+    assert load_settings(environ={}).cors_allowed_origins == ""
+    given = load_settings(
+        environ={"DMB_CORS_ALLOWED_ORIGINS": "https://app.example.com, http://localhost:3000/"}
+    )
+    assert parse_origins(given.cors_allowed_origins) == {
+        "https://app.example.com",
+        "http://localhost:3000",
+    }
+    assert load_settings(environ={"DMB_CORS_ALLOWED_ORIGINS": "*"}).cors_allowed_origins == "*"
+    for bad in ("app.example.com", "https://app.example.com/path", "ftp://x.io"):
+        with pytest.raises(SettingsError, match="DMB_CORS_ALLOWED_ORIGINS"):
+            load_settings(environ={"DMB_CORS_ALLOWED_ORIGINS": bad})
