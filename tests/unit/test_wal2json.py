@@ -1,0 +1,72 @@
+"""The wal2json v2 decoder on messages shaped like the plugin's output (pure logic)."""
+
+from __future__ import annotations
+
+import json
+
+from dmb.stores.wal2json import Decoder, LogicalMessage, Skipped, Transaction
+
+
+def _m(**fields: object) -> str:
+    return json.dumps(fields)
+
+
+def _cols(**values: object) -> list[dict[str, object]]:
+    return [{"name": k, "type": "text", "value": v} for k, v in values.items()]
+
+
+def test_update_whose_old_content_holds_decoder_keywords_is_read_intact() -> None:
+    decoder = Decoder()
+    tricky = "old-key: new-tuple: 'x'' \n\"q\" \x01"
+    assert decoder.feed("0/1", _m(action="B", xid=7)) is None
+    assert (
+        decoder.feed(
+            "0/2",
+            _m(
+                action="U",
+                xid=7,
+                schema="public",
+                table="posts",
+                identity=_cols(id=1, content=tricky),
+                columns=_cols(id=1, content=tricky + "!"),
+            ),
+        )
+        is None
+    )
+    done = decoder.feed("0/3", _m(action="C", xid=7, timestamp="2026-12-02 14:26:00.5+00"))
+    assert isinstance(done, Transaction)
+    (change,) = done.changes
+    assert change.op == "u"
+    assert change.before == {"id": 1, "content": tricky}
+    assert change.after == {"id": 1, "content": tricky + "!"}
+    assert change.commit_ms == done.commit_ms > 0
+    assert done.lsn == "0/3"
+
+
+def test_uncaptured_things_are_skipped_with_a_reason() -> None:
+    decoder = Decoder()
+    decoder.feed("0/1", _m(action="B", xid=1))
+    other = decoder.feed("0/2", _m(action="I", schema="public", table="users", columns=[]))
+    truncate = decoder.feed("0/3", _m(action="T", schema="public", table="likes"))
+    message = decoder.feed("0/4", _m(action="M", transactional=True, prefix="x", content="y"))
+    assert [s.reason for s in (other, truncate, message) if isinstance(s, Skipped)] == [
+        "table",
+        "truncate",
+        "message",
+    ]
+    done = decoder.feed("0/5", _m(action="C", xid=1))
+    assert isinstance(done, Transaction)
+    assert done.changes == []
+
+
+def test_registered_message_prefixes_are_surfaced() -> None:
+    decoder = Decoder(message_prefixes=["dmb.trace"])
+    decoder.feed("0/1", _m(action="B", xid=2))
+    decoder.feed("0/2", _m(action="M", transactional=True, prefix="dmb.trace", content="t1"))
+    done = decoder.feed("0/3", _m(action="C", xid=2))
+    assert isinstance(done, Transaction)
+    assert done.messages == [LogicalMessage("dmb.trace", "t1", "0/2", True)]
+    loose = decoder.feed(
+        "0/4", _m(action="M", transactional=False, prefix="dmb.trace", content="t")
+    )
+    assert isinstance(loose, LogicalMessage)
