@@ -19,13 +19,13 @@ from typing import Any
 from dmb.stores.change_events import CAPTURED_TABLES, Change
 
 PLUGIN = "wal2json"
-# Options for START_REPLICATION / pg_logical_slot_*_changes.
+# Options for START_REPLICATION / pg_logical_slot_*_changes (checked against wal2json 2.5 on
+# Postgres 15; logical messages are on by default, "include-messages" is not an option).
 OPTIONS = {
     "format-version": "2",
     "include-xids": "1",
     "include-timestamp": "1",
     "include-transaction": "1",
-    "include-messages": "1",
 }
 _OPS = {"I": "c", "U": "u", "D": "d"}
 
