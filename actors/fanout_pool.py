@@ -2,8 +2,10 @@
 in a single pipelined Redis round trip. `FanoutPool` is the domain's fan-out port
 (`dmb.domain.feed_events.FanoutPort`).
 
-Workers are spread over the cluster's nodes (Ray's SPREAD strategy, which KubeRay worker
-groups honour as well), restarted by Ray when they die (on another node when theirs is gone)
+Workers are spread over the cluster's nodes: worker i gets a soft affinity to the i-th alive
+node, round robin. Ray's SPREAD strategy was tried first and is only a hint: with zero-CPU
+workers it often put the whole pool on one node. A soft affinity is honoured on KubeRay too, and
+falls back to any node when its node is gone. Workers are restarted by Ray when they die
 and their in-flight call is retried (max_restarts/max_task_retries = -1); writes are
 idempotent, so a retry is harmless. The pool can grow or shrink while running: removed workers
 leave the rotation, finish what they were given, and exit when their last handle is dropped.
@@ -18,6 +20,7 @@ from typing import Any
 
 import ray
 from ray.util.metrics import Counter, Gauge
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from dmb.composition import process_components
 from dmb.domain.feed_events import ADD, FanoutOp
@@ -39,6 +42,12 @@ class FanoutWorker:
     def pid(self) -> int:
         """The worker's process id (operators and tests use it to find a worker's process)."""
         return os.getpid()
+
+
+def alive_node_ids() -> list[str]:
+    """The ids of the cluster's alive nodes, in a stable order (so a pool is spread evenly)."""
+    nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+    return sorted(node["NodeID"] for node in nodes if node["Alive"])
 
 
 class FanoutPool:
@@ -69,13 +78,15 @@ class FanoutPool:
         if size < 1:
             raise ValueError("the fan-out pool needs at least one worker")
         worker_class: Any = ray.remote(FanoutWorker)
+        nodes = alive_node_ids()
         while len(self._workers) < size:
+            node_id = nodes[len(self._workers) % len(nodes)]
             self._workers.append(
                 worker_class.options(
                     num_cpus=self._cpus,
                     max_restarts=-1,
                     max_task_retries=-1,
-                    scheduling_strategy="SPREAD",
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=True),
                 ).remote()
             )
         del self._workers[size:]  # dropped handles: they finish queued calls, then exit

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,9 @@ class LocalSystem:
             grpc_options=config.grpc_options.model_dump(),
             proxy_location=config.proxy_location,
         )
-        client.deploy_apps(config, _blocking=True)
+        client.deploy_apps(config)
+        wait_until_running({app.name for app in config.applications}, DEPLOY_DEADLINE_SECONDS)
+        client.wait_for_proxies_serving(wait_for_applications_running=True)
         self.deployed = self.applications
 
     def addresses(self) -> dict[str, Any]:
@@ -183,6 +186,40 @@ class LocalSystem:
             "http": f"http://{self.resolved.http_host}:{self.resolved.http_port}",
             "grpc": f"127.0.0.1:{self.resolved.grpc_port}",
         }
+
+
+# Serve's own blocking deploy gives up after a fixed 60 s; on a loaded two-core machine starting
+# three raylets and a dozen replicas can take longer, so we wait ourselves, longer, and say which
+# application is not running (and why) when we give up.
+DEPLOY_DEADLINE_SECONDS = 300.0
+
+
+def wait_until_running(app_names: set[str], deadline_seconds: float) -> None:
+    """Return once every named Serve application is RUNNING; fail fast on DEPLOY_FAILED."""
+    from ray import serve
+    from ray.serve.schema import ApplicationStatus
+
+    give_up = time.monotonic() + deadline_seconds
+    while True:
+        apps = serve.status().applications
+        waiting = {name: apps[name] for name in app_names if name in apps}
+        failed = [
+            f"{name}: {app.message}"
+            for name, app in waiting.items()
+            if app.status == ApplicationStatus.DEPLOY_FAILED
+        ]
+        if failed:
+            raise RuntimeError("Serve applications failed to deploy: " + "; ".join(failed))
+        pending = sorted(
+            app_names - {n for n, a in waiting.items() if a.status == ApplicationStatus.RUNNING}
+        )
+        if not pending:
+            return
+        if time.monotonic() > give_up:
+            raise TimeoutError(
+                f"Serve applications not running after {deadline_seconds:.0f} s: {pending}"
+            )
+        time.sleep(0.5)
 
 
 def prepare_stores(settings: Settings) -> None:

@@ -190,7 +190,7 @@ def test_the_system_is_spread_over_three_nodes_and_status_shows_where(cluster: C
     with_replicas = [name for name, node in nodes.items() if node["replicas"]]
     with_workers = [name for name, node in nodes.items() if node["fanout_workers"]]
     assert len(with_replicas) >= 2
-    assert len(with_workers) >= 2  # SPREAD
+    assert len(with_workers) >= 2  # the pool is spread round robin
     assert sum(node["fanout_workers"] for node in nodes.values()) == 4
     actors = {actor for node in nodes.values() for actor in node["actors"]}
     assert {"cdc-relay", "counter-flusher", "feed-consumer-0", "feed-consumer-1"} <= actors
