@@ -1,10 +1,12 @@
 """CDC relay: Postgres logical replication slot -> Kafka, at least once.
 
-Polls the slot, publishes every captured change as a Debezium-style envelope
+Polls the slot (wal2json format-version 2, see dmb.stores.cdc), publishes every captured change
+as a Debezium-style envelope
 (dmb.stores.change_events: topic dmb.public.<table>, key = primary key), waits until the broker
 acknowledged all of them (acks=all, idempotent producer), and only then advances the slot.
 Killed at any moment, it publishes again from the last advanced position on restart:
-duplicates are possible, losses not.
+duplicates are possible, losses not. What it does not capture (other tables, TRUNCATE, logical
+messages) is logged, counted in `dmb_cdc_skipped_total{reason}` and passed over, never retried.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ class CdcRelay(LoopingActor):
         self._published = 0
         self._lag = Gauge("dmb_cdc_lag_seconds", description="Now minus last relayed commit")
         self._events = Counter("dmb_cdc_events_total", description="Change events published")
+        self._skipped = Counter(
+            "dmb_cdc_skipped_total",
+            description="WAL messages the relay does not capture (other tables, TRUNCATE, "
+            "logical messages), passed over",
+            tag_keys=("reason",),
+        )
         self._loop = BackgroundLoop(NAME, self._run)
 
     async def _run(self, stop: threading.Event) -> None:
@@ -67,6 +75,9 @@ class CdcRelay(LoopingActor):
 
     def _relay_once(self, reader: cdc.SlotReader, producer: Any) -> bool:
         batch = reader.peek()
+        for skipped in batch.skipped:
+            log.info("skipped a %s message (%s): not captured", skipped.reason, skipped.detail)
+            self._skipped.inc(1, tags={"reason": skipped.reason})
         if batch.last_lsn is None:
             return False
         futures = [

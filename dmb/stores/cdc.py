@@ -1,144 +1,87 @@
-"""Change data capture from Postgres' WAL: read the slot, decode `test_decoding` output.
+"""Change data capture from Postgres' WAL: read the slot, decode wal2json format-version 2.
 
-The relay reads a logical replication slot with SQL (`pg_logical_slot_peek_changes`, since
-psycopg 3 cannot stream replication), publishes each change, and only then moves the slot
-forward (`pg_replication_slot_advance`): at-least-once, whatever moment the relay dies at.
-`test_decoding` ships with Postgres and is available on RDS, so no extension is needed.
-`SlotReader` is the relay's one connection; the envelopes it publishes are defined in
-`dmb.stores.change_events`.
+The relay reads a logical replication slot with SQL (`pg_logical_slot_peek_changes`), publishes
+each change, and only then moves the slot forward (`pg_replication_slot_advance`): at-least-once,
+whatever moment the relay dies at. The slot's plugin is wal2json with format-version 2: one JSON
+document per change, so no content (quotes, newlines, `new-tuple:`) can confuse the decoder
+(`dmb.stores.wal2json`); it is packaged for Debian/Ubuntu and available on RDS. What the relay
+does not capture (other tables, TRUNCATE, logical messages) is returned as `Skipped` for the
+relay to log and count, and the slot moves past it. `SlotReader` is the relay's one connection;
+the envelopes it publishes are defined in `dmb.stores.change_events`.
 """
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import psycopg
 
-from dmb.stores.change_events import CAPTURED_TABLES, Change
+from dmb.stores.change_events import Change
+from dmb.stores.wal2json import OPTIONS, PLUGIN, Decoder, Skipped, Transaction
 
 SLOT = "dmb_cdc"
-PLUGIN = "test_decoding"
-_INT_TYPES = {"bigint", "integer", "smallint"}
-_HEADER = re.compile(r"^table (?P<schema>[^.]+)\.(?P<table>[^:]+): (?P<op>INSERT|UPDATE|DELETE):")
-_BEGIN = re.compile(r"^BEGIN (?P<xid>\d+)")
-_COMMIT = re.compile(r"^COMMIT (?P<xid>\d+)(?: \(at (?P<at>[^)]+)\))?")
-_OPS = {"INSERT": "c", "UPDATE": "u", "DELETE": "d"}
-
-
-class DecodeError(ValueError):
-    """A line of test_decoding output that does not parse."""
-
-
-def _value(type_name: str, raw: str) -> Any:
-    if raw == "null":
-        return None
-    if raw.startswith("'"):
-        raw = raw[1:-1].replace("''", "'")
-    if type_name in _INT_TYPES:
-        return int(raw)
-    if type_name == "boolean":
-        return raw == "true"
-    return raw
-
-
-def parse_tuple(text: str) -> dict[str, Any]:
-    """`name[type]:value name[type]:'quoted ''value'''` -> {name: value}."""
-    row: dict[str, Any] = {}
-    position = 0
-    length = len(text)
-    while position < length:
-        while position < length and text[position] == " ":
-            position += 1
-        if position >= length:
-            break
-        bracket = text.index("[", position)
-        name = text[position:bracket]
-        close = text.index("]:", bracket)
-        type_name = text[bracket + 1 : close]
-        position = close + 2
-        if position < length and text[position] == "'":
-            end = position + 1
-            while True:
-                end = text.index("'", end)
-                if end + 1 < length and text[end + 1] == "'":
-                    end += 2
-                    continue
-                break
-            raw = text[position : end + 1]
-            position = end + 1
-        else:
-            end = text.find(" ", position)
-            end = length if end == -1 else end
-            raw = text[position:end]
-            position = end
-        row[name] = _value(type_name, raw)
-    return row
-
-
-def parse_change(lsn: str, xid: int, data: str) -> Change | None:
-    """One row change, or None for BEGIN/COMMIT and tables we do not capture."""
-    header = _HEADER.match(data)
-    if header is None:
-        if _BEGIN.match(data) or _COMMIT.match(data):
-            return None
-        raise DecodeError(f"unexpected test_decoding line: {data[:120]!r}")
-    table = header["table"]
-    if table not in CAPTURED_TABLES:
-        return None
-    body = data[header.end() :].strip()
-    op = _OPS[header["op"]]
-    if op == "c":
-        return Change(lsn, xid, header["schema"], table, op, None, parse_tuple(body))
-    if op == "d":
-        return Change(lsn, xid, header["schema"], table, op, parse_tuple(body), None)
-    before = None
-    if body.startswith("old-key:"):
-        old, _, new = body[len("old-key:") :].partition("new-tuple:")
-        before, body = parse_tuple(old.strip()), new.strip()
-    return Change(lsn, xid, header["schema"], table, op, before, parse_tuple(body))
+log = logging.getLogger("dmb.cdc")
+# "name, value, name, value" for the SQL functions' variadic options argument
+_OPTION_ARGS = [item for pair in OPTIONS.items() for item in pair]
 
 
 @dataclass
 class Batch:
-    """Whole transactions read from the slot: the changes to publish and where to advance to."""
+    """Whole transactions read from the slot: the changes to publish, what was skipped, and
+    where to advance to once the changes are delivered."""
 
     changes: list[Change] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
     last_lsn: str | None = None
     last_commit_ms: int = 0
 
 
-def decode(rows: Iterable[Sequence[Any]]) -> Batch:
-    """Rows of (lsn, xid, data) from pg_logical_slot_peek_changes -> a Batch."""
+def decode(rows: Iterable[Sequence[Any]], decoder: Decoder | None = None) -> Batch:
+    """Rows of (lsn, data) from pg_logical_slot_peek_changes -> a Batch.
+
+    The slot can advance to a commit, or to a message outside any transaction (a
+    non-transactional logical message), never into the middle of a transaction."""
+    decoder = decoder or Decoder()
     batch = Batch()
-    pending: list[Change] = []
-    for lsn, xid, data in rows:
-        commit = _COMMIT.match(data)
-        if commit:
-            at = commit["at"]
-            commit_ms = int(datetime.fromisoformat(at).timestamp() * 1000) if at else 0
-            batch.changes += [
-                Change(c.lsn, c.xid, c.schema, c.table, c.op, c.before, c.after, commit_ms)
-                for c in pending
-            ]
-            pending = []
+    for lsn, data in rows:
+        result = decoder.feed(str(lsn), data)
+        if isinstance(result, Transaction):
+            batch.changes += result.changes
+            batch.last_lsn = result.lsn
+            batch.last_commit_ms = result.commit_ms or batch.last_commit_ms
+        elif isinstance(result, Skipped):
+            batch.skipped.append(result)
+        if (
+            result is not None
+            and not isinstance(result, Transaction)
+            and not decoder.in_transaction
+        ):
             batch.last_lsn = str(lsn)
-            batch.last_commit_ms = commit_ms
-            continue
-        change = parse_change(str(lsn), int(xid), data)
-        if change is not None:
-            pending.append(change)
     return batch
 
 
 def ensure_slot(conn: psycopg.Connection[Any], slot: str = SLOT) -> bool:
-    """Create the slot unless it exists; True when this call created it."""
-    row = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,))
-    if row.fetchone() is not None:
+    """Create the slot unless it exists with the wal2json plugin; True when this call created it.
+
+    A slot left by an older version with another plugin (test_decoding) is dropped and
+    recreated: changes it held but had not delivered are lost, which the warning says."""
+    row = conn.execute(
+        "SELECT plugin FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+    ).fetchone()
+    if row is not None and row[0] == PLUGIN:
         return False
+    if row is not None:
+        log.warning(
+            "replication slot %s uses plugin %s, not %s: dropping and recreating it; changes "
+            "it had not delivered are not relayed",
+            slot,
+            row[0],
+            PLUGIN,
+        )
+        conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
     conn.execute("SELECT pg_create_logical_replication_slot(%s, %s)", (slot, PLUGIN))
     return True
 
@@ -156,9 +99,8 @@ class SlotReader:
     def peek(self, limit: int = 2000) -> Batch:
         """The next whole transactions after the slot's position (nothing is consumed)."""
         rows = self._conn.execute(
-            "SELECT lsn::text, xid::text::bigint, data FROM pg_logical_slot_peek_changes("
-            "%s, NULL, %s, 'include-xids', '1', 'include-timestamp', '1')",
-            (self.slot, limit),
+            "SELECT lsn::text, data FROM pg_logical_slot_peek_changes(%s, NULL, %s, VARIADIC %s)",
+            (self.slot, limit, _OPTION_ARGS),
         ).fetchall()
         return decode(rows)
 

@@ -77,6 +77,11 @@ class Decoder:
         self.message_prefixes = frozenset(message_prefixes)
         self._open: Transaction | None = None
 
+    @property
+    def in_transaction(self) -> bool:
+        """True between a begin and its commit: the slot must not be advanced to here."""
+        return self._open is not None
+
     def feed(self, lsn: str, payload: str | bytes) -> Transaction | LogicalMessage | Skipped | None:
         """One wal2json v2 message; a `Transaction` at its commit, None while one is open."""
         message = json.loads(payload)
