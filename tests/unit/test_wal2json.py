@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from dmb.stores.cdc import decode
 from dmb.stores.wal2json import Decoder, LogicalMessage, Skipped, Transaction
 
 
@@ -70,3 +71,20 @@ def test_registered_message_prefixes_are_surfaced() -> None:
         "0/4", _m(action="M", transactional=False, prefix="dmb.trace", content="t")
     )
     assert isinstance(loose, LogicalMessage)
+
+
+def test_a_batch_advances_to_commits_and_to_messages_outside_transactions_only() -> None:
+    rows = [
+        ("0/10", _m(action="B", xid=5)),
+        ("0/11", _m(action="I", xid=5, schema="public", table="posts", columns=_cols(id=1))),
+        ("0/12", _m(action="I", xid=5, schema="public", table="likes", columns=_cols(id=2))),
+        ("0/13", _m(action="C", xid=5, timestamp="2026-12-02 14:00:00.5+00")),
+        ("0/20", _m(action="M", transactional=False, prefix="x", content="y")),
+        ("0/30", _m(action="B", xid=6)),
+        ("0/31", _m(action="T", xid=6, schema="public", table="scratch")),
+    ]
+    batch = decode(rows)
+    assert [c.after for c in batch.changes] == [{"id": 1}]
+    assert [s.reason for s in batch.skipped] == ["table", "message", "truncate"]
+    assert batch.last_lsn == "0/20"  # not into transaction 6, still open
+    assert batch.last_commit_ms == 1796220000500
