@@ -22,6 +22,9 @@ class NodeReport:
     actors: list[str] = field(default_factory=list)  # named pipeline actors
     fanout_workers: int = 0
     serve_system: list[str] = field(default_factory=list)
+    # Prometheus scrape address of this node's Ray metrics export (our ray.util.metrics series
+    # and Ray's own), e.g. http://10.0.0.5:8080/metrics; None when Ray does not say.
+    metrics_url: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -51,7 +54,7 @@ def placement(gcs_address: str, names: dict[str, str] | None = None) -> list[Nod
         ours = sorted(r for r in node.get("Resources", {}) if r.startswith("dmb_node_"))
         node_id = str(node["NodeID"])
         name = ours[0] if ours else known.get(node_id, node_id[:8])
-        reports[node_id] = NodeReport(name, node_id, node["Alive"])
+        reports[node_id] = NodeReport(name, node_id, node["Alive"], metrics_url=metrics_url(node))
     for actor in actors.values():
         if actor.get("State") != "ALIVE":
             continue
@@ -60,6 +63,11 @@ def placement(gcs_address: str, names: dict[str, str] | None = None) -> list[Nod
             continue
         _place(report, str(actor.get("ActorClassName") or actor.get("ClassName") or ""), actor)
     return sorted(reports.values(), key=lambda r: (not r.alive, r.name))
+
+
+def metrics_url(node: dict[str, Any]) -> str | None:
+    host, port = node.get("NodeManagerAddress"), node.get("MetricsExportPort")
+    return f"http://{host}:{port}/metrics" if host and port else None
 
 
 def _place(report: NodeReport, class_name: str, actor: dict[str, Any]) -> None:
@@ -82,6 +90,8 @@ def describe(reports: list[NodeReport]) -> list[str]:
         lines.append(f"  {mark} node {report.name} ({report.node_id[:12]})")
         if not report.alive:
             continue
+        if report.metrics_url:
+            lines.append(f"         metrics:  {report.metrics_url}")
         replicas = Counter(report.replicas)
         if replicas:
             listed = ", ".join(f"{name} x{n}" if n > 1 else name for name, n in replicas.items())

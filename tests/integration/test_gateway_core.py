@@ -313,6 +313,9 @@ def test_fail_closed_refuses_with_503_but_health_still_answers(settings: Setting
         assert health.status_code == 503
         assert health.json()["dependencies"]["redis"]["ok"] is False
         assert health.json()["dependencies"]["postgres"]["ok"] is True
+        # Why Redis is down (its address, the exception's text) is logged, never served.
+        assert "127.0.0.1" not in health.text
+        assert "Error" not in health.text
     assert dispatcher.calls == []
 
 
