@@ -47,7 +47,7 @@ class Components:
 
     @cached_property
     def health(self) -> StoreHealth:
-        return StoreHealth(self.settings, self.stores.redis)
+        return StoreHealth(self.settings, self.stores.redis, self.stores.db)
 
     # -- identity and admission --------------------------------------------------------------
 
