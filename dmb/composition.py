@@ -42,6 +42,8 @@ class Components:
         await self.stores.ready()
 
     async def close(self) -> None:
+        if "health" in self.__dict__:
+            await self.health.close()
         if "stores" in self.__dict__:
             await self.stores.close()
 

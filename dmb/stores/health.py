@@ -5,7 +5,7 @@ has the store timeout; they run in parallel; a failure is reported with its reas
 The answer is shared for `CACHE_SECONDS` (one probe round in flight at a time, see `recent.py`),
 so a storm of health checks costs the stores one round every second and a half per replica.
 Postgres is asked over the process' pool when it is open (services); the gateway has no pool
-open, so it connects once per round.
+open, so the probe keeps one connection of its own per database, replaced when it fails.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class StoreHealth:
         self._settings = settings
         self._redis = redis
         self._db = db
+        self._own: dict[str, AsyncConn] = {}  # by URL: connections of the probes' own
         self._recent = Recent(self._check_now, cache_seconds)
 
     async def check(self) -> list[Probe]:
@@ -82,13 +83,36 @@ class StoreHealth:
         if url is None:
             raise RuntimeError("DMB_DATABASE_URL is not set")
         if pool is not None and not pool.closed:
-            async with pool.connection(timeout=self._settings.store_timeout_seconds) as conn:
-                await conn.execute("SELECT 1")
+            async with pool.connection(timeout=self._settings.store_timeout_seconds) as pooled:
+                await pooled.execute("SELECT 1")
             return
-        async with await psycopg.AsyncConnection.connect(
-            url.get_secret_value(), connect_timeout=int(self._settings.store_timeout_seconds)
-        ) as conn:
+        # No pool open here (the gateway): one connection kept for the probes. A kept one that
+        # fails (Postgres restarted since) is replaced once before the probe reports down.
+        key = url.get_secret_value()
+        kept = self._own.pop(key, None)
+        if kept is not None and not kept.closed:
+            try:
+                await kept.execute("SELECT 1")
+            except psycopg.Error:
+                await kept.close()
+            else:
+                self._own[key] = kept
+                return
+        conn = await psycopg.AsyncConnection.connect(
+            key, autocommit=True, connect_timeout=int(self._settings.store_timeout_seconds)
+        )
+        try:
             await conn.execute("SELECT 1")
+        except BaseException:
+            await conn.close()
+            raise
+        self._own[key] = conn
+
+    async def close(self) -> None:
+        """Close the probes' own connections (pools belong to their owner)."""
+        own, self._own = list(self._own.values()), {}
+        for conn in own:
+            await conn.close()
 
     async def _ping_kafka(self) -> None:
         bootstrap = self._settings.kafka_bootstrap
