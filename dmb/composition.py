@@ -42,12 +42,14 @@ class Components:
         await self.stores.ready()
 
     async def close(self) -> None:
+        if "health" in self.__dict__:
+            await self.health.close()
         if "stores" in self.__dict__:
             await self.stores.close()
 
     @cached_property
     def health(self) -> StoreHealth:
-        return StoreHealth(self.settings, self.stores.redis)
+        return StoreHealth(self.settings, self.stores.redis, self.stores.db)
 
     # -- identity and admission --------------------------------------------------------------
 
