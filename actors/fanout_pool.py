@@ -103,6 +103,11 @@ class FanoutPool:
             )
         del self._workers[size:]  # dropped handles: they finish queued calls, then exit
         self._cycle = itertools.cycle(list(self._workers))
+        self.report()
+
+    def report(self) -> None:
+        """Set the pool-size gauge; the owner calls it every few seconds too, because a value
+        set once can be recorded before this process's metrics export is up, and lost."""
         self._workers_gauge.set(len(self._workers))
 
     async def run(self, op: FanoutOp, post_id: int, batches: list[list[int]]) -> None:

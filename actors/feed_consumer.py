@@ -110,6 +110,9 @@ class FeedConsumer(LoopingActor):
     async def _report_lag(self, consumer: Any) -> None:
         """Refresh the lag gauges, in the polling thread's turn (the client is not thread-safe);
         a broker that does not answer costs one stale sample, not the loop."""
+        self._consumers.set(1)  # re-set: a value set once may predate the metrics export
+        if self._pool is not None:
+            self._pool.report()
         try:
             lag = await asyncio.to_thread(consumer_lag, consumer)
         except Exception as exc:
