@@ -16,27 +16,38 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
 from typing import Any
 
 import ray
-from ray.util.metrics import Counter, Gauge
+from ray.util.metrics import Counter, Gauge, Histogram
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from dmb.composition import process_components
 from dmb.domain.feed_events import ADD, FanoutOp
+
+# Batch write buckets, seconds: one pipelined round trip is ~1 ms, a loaded Redis much more.
+BATCH_BOUNDARIES = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
 
 
 class FanoutWorker:
     def __init__(self) -> None:
         self._writer = process_components().feed_writer
         self._batches = Counter("dmb_fanout_batches_total", description="Feed batches written")
+        self._seconds = Histogram(
+            "dmb_fanout_batch_seconds",
+            description="Time to write one batch of followers' feeds",
+            boundaries=BATCH_BOUNDARIES,
+        )
 
     async def write(self, op: FanoutOp, post_id: int, follower_ids: list[int]) -> int:
+        started = time.perf_counter()
         if op == ADD:
             await self._writer.add_to_feeds(post_id, follower_ids)
         else:
             await self._writer.remove_from_feeds([post_id], follower_ids)
         self._batches.inc()
+        self._seconds.observe(time.perf_counter() - started)
         return len(follower_ids)
 
     def pid(self) -> int:
@@ -60,6 +71,7 @@ class FanoutPool:
         self._in_flight = 0
         self.batches_sent = 0
         self._depth = Gauge("dmb_fanout_queue_depth", description="Batches submitted, not done")
+        self._workers_gauge = Gauge("dmb_fanout_workers", description="Workers in this pool")
         self.resize(size)
 
     @property
@@ -91,6 +103,12 @@ class FanoutPool:
             )
         del self._workers[size:]  # dropped handles: they finish queued calls, then exit
         self._cycle = itertools.cycle(list(self._workers))
+        self.report()
+
+    def report(self) -> None:
+        """Set the pool-size gauge; the owner calls it every few seconds too, because a value
+        set once can be recorded before this process's metrics export is up, and lost."""
+        self._workers_gauge.set(len(self._workers))
 
     async def run(self, op: FanoutOp, post_id: int, batches: list[list[int]]) -> None:
         """Write every batch (one worker call each) and return when all are done."""

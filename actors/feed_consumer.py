@@ -17,21 +17,24 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import ray
 from ray import serve
+from ray.util.metrics import Gauge
 
 from actors.background import BackgroundLoop, LoopingActor, ensure_singleton
 from actors.fanout_pool import FanoutPool
 from dmb.composition import process_components
 from dmb.domain.feed_events import FeedEventHandler
 from dmb.stores.change_events import FEED_TOPICS, decode_event
-from dmb.stores.kafka import create_consumer, decode
+from dmb.stores.kafka import consumer_lag, create_consumer, decode
 
 GROUP = "dmb-feed"
 SUPERVISOR = ("PipelineSupervisor", "pipeline")  # deployment, application
 log = logging.getLogger("dmb.feed_consumer")
+LAG_EVERY_SECONDS = 5.0  # how often a consumer refreshes dmb_consumer_lag_messages
 
 
 def name_of(index: int) -> str:
@@ -50,6 +53,13 @@ class FeedConsumer(LoopingActor):
         self._pool = None if restarted else FanoutPool(workers)
         self._started_with = 0 if restarted else workers
         self._handled = 0
+        self._lag = Gauge(
+            "dmb_consumer_lag_messages",
+            description="End offset minus this group's position, per partition",
+            tag_keys=("topic", "partition"),
+        )
+        # One series per consumer actor (Ray tags each with its worker): sum() is the count.
+        self._consumers = Gauge("dmb_feed_consumers", description="Feed consumers running")
         self._loop = BackgroundLoop(name_of(index), self._run)
 
     def resize(self, workers: int) -> int:
@@ -84,12 +94,32 @@ class FeedConsumer(LoopingActor):
         await components.ready()
         handler = components.feed_event_handler(self._pool)
         consumer = create_consumer(bootstrap, self._group_id, list(FEED_TOPICS))
+        self._consumers.set(1)
+        lag_due = 0.0
         try:
             while not stop.is_set():
                 records = await asyncio.to_thread(consumer.poll, 500)
                 await self._handle(consumer, handler, records)
+                if time.monotonic() >= lag_due:
+                    lag_due = time.monotonic() + LAG_EVERY_SECONDS
+                    await self._report_lag(consumer)
         finally:
+            self._consumers.set(0)
             consumer.close()  # leaves the group at once: the others take its partitions now
+
+    async def _report_lag(self, consumer: Any) -> None:
+        """Refresh the lag gauges, in the polling thread's turn (the client is not thread-safe);
+        a broker that does not answer costs one stale sample, not the loop."""
+        self._consumers.set(1)  # re-set: a value set once may predate the metrics export
+        if self._pool is not None:
+            self._pool.report()
+        try:
+            lag = await asyncio.to_thread(consumer_lag, consumer)
+        except Exception as exc:
+            log.warning("consumer lag unavailable: %r", exc)
+            return
+        for (topic, partition), messages in lag.items():
+            self._lag.set(messages, tags={"topic": topic, "partition": str(partition)})
 
     async def _handle(self, consumer: Any, handler: FeedEventHandler, records: Any) -> None:
         done = set()

@@ -90,3 +90,30 @@ def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> dic
 
 def _partition_counts(admin: KafkaAdminClient, topics: Sequence[str]) -> dict[str, int]:
     return {t["name"]: len(t["partitions"]) for t in admin.describe_topics(list(topics))}
+
+
+def lag_by_partition(
+    end_offsets: dict[tuple[str, int], int], positions: dict[tuple[str, int], int]
+) -> dict[tuple[str, int], int]:
+    """Messages not yet consumed, per (topic, partition): end offset minus position (never
+    below 0: a position can briefly run ahead of a stale end offset)."""
+    return {
+        key: max(0, end - positions[key]) for key, end in end_offsets.items() if key in positions
+    }
+
+
+def consumer_lag(consumer: KafkaConsumer, timeout_ms: int = 2_000) -> dict[tuple[str, int], int]:
+    """Lag of each partition assigned to `consumer` now. Call it from the thread that polls:
+    kafka-python consumers are not thread-safe."""
+    assigned = list(consumer.assignment())
+    if not assigned:
+        return {}
+    ends = consumer.end_offsets(assigned, timeout_ms=timeout_ms)
+    positions = {}
+    for tp in assigned:
+        position = consumer.position(tp, timeout_ms=timeout_ms)
+        if position is not None:
+            positions[(tp.topic, tp.partition)] = position
+    return lag_by_partition(
+        {(tp.topic, tp.partition): end for tp, end in ends.items() if end is not None}, positions
+    )

@@ -15,7 +15,7 @@ from ray.serve.exceptions import (
     ReplicaUnavailableError,
 )
 from ray.serve.handle import DeploymentHandle
-from ray.serve.metrics import Counter
+from ray.serve.metrics import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -74,8 +74,25 @@ class HandleDispatcher:
         return replies
 
 
+# Request latency buckets, seconds: a cached read is a few ms, the request timeout is seconds.
+LATENCY_BOUNDARIES = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+
+
 class RayMetrics:
+    """The gateway's series (Ray exports them as `ray_<name>`; docs/OPERATIONS.md lists them)."""
+
     def __init__(self) -> None:
+        self._requests = Counter(
+            "dmb_http_requests_total",
+            description="HTTP requests answered, by route template, method and status",
+            tag_keys=("route", "method", "status"),  # type: ignore[arg-type]  # Ray says tuple[str]
+        )
+        self._latency = Histogram(
+            "dmb_http_request_seconds",
+            description="Time to answer an HTTP request in the gateway",
+            boundaries=LATENCY_BOUNDARIES,
+            tag_keys=("route",),
+        )
         self._rejected = Counter(
             "dmb_rate_limit_rejections_total", description="Requests refused with 429"
         )
@@ -89,6 +106,10 @@ class RayMetrics:
 
     def redis_failed(self) -> None:
         self._redis.inc()
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self._requests.inc(tags={"route": route, "method": method, "status": str(status)})
+        self._latency.observe(seconds, tags={"route": route})
 
 
 def _serve_request_id() -> str | None:

@@ -66,6 +66,7 @@ class Dispatcher(Protocol):
 class Metrics(Protocol):
     def rate_limited(self) -> None: ...
     def redis_failed(self) -> None: ...
+    def request(self, route: str, method: str, status: int, seconds: float) -> None: ...
 
 
 class _NoMetrics:
@@ -74,6 +75,23 @@ class _NoMetrics:
 
     def redis_failed(self) -> None:
         pass
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        pass
+
+
+UNMATCHED_ROUTE = "unmatched"
+
+
+def route_label(routes: RouteTable, verb: str, path: str) -> str:
+    """The `route` tag of a request's metrics: its route template (`/v1/posts/{id}`), never the
+    raw path, so the number of series stays bounded whatever clients send."""
+    if path in _OWN_ENDPOINTS:
+        return path
+    try:
+        return routes.match(verb, path).route.template.source
+    except (RouteNotFound, VerbNotAllowed):
+        return UNMATCHED_ROUTE
 
 
 class PayloadTooLarge(Exception):
@@ -180,6 +198,7 @@ class GatewayCore:
             response.headers["X-Request-Id"] = request_id
         for name, value in self.cors.response_headers(request.headers.get("origin")).items():
             response.headers.setdefault(name, value)
+        seconds = time.perf_counter() - started
         log.log(
             logging.WARNING if response.status_code >= 500 else logging.DEBUG,
             "request_id=%s %s %s -> %d in %.1f ms",
@@ -187,8 +206,10 @@ class GatewayCore:
             request.method,
             request.url.path,
             response.status_code,
-            (time.perf_counter() - started) * 1000,
+            seconds * 1000,
         )
+        route = route_label(self.routes, request.method, raw_path(request))
+        self._metrics.request(route, request.method, response.status_code, seconds)
         return response
 
     async def _handle(self, request: Request, request_id: str) -> Response:

@@ -63,12 +63,17 @@ class CountingMetrics:
     def __init__(self) -> None:
         self.rejected = 0
         self.redis_failures = 0
+        self.requests: list[tuple[str, str, int]] = []
 
     def rate_limited(self) -> None:
         self.rejected += 1
 
     def redis_failed(self) -> None:
         self.redis_failures += 1
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        assert seconds >= 0
+        self.requests.append((route, method, status))
 
 
 def _login_reply(method: MethodSpec, request: Message, caller: Caller | None) -> Message:
@@ -126,6 +131,8 @@ def test_ip_bucket_limits_each_forwarded_client(settings: Settings) -> None:
         assert int(replies[-1].headers["Retry-After"]) >= 1
         assert replies[-1].json()["code"] == 8
         assert metrics.rejected == 1
+        route = ("/v1/auth/login", "POST")
+        assert metrics.requests == [(*route, 200)] * 3 + [(*route, 429)]  # once per request
         other = client.post("/v1/auth/login", json=LOGIN, headers=_from(_fresh_ip()))
         assert other.status_code == 200
         assert other.headers["RateLimit-Limit"] == "3"
