@@ -43,10 +43,6 @@ class UserServiceStub:
     """Revokes the refresh token and the access token used for this call."""
     GetUser: _grpc.UnaryUnaryMultiCallable[_users_pb2.GetUserRequest, _users_pb2.GetUserResponse]
     """Reads one account."""
-    UpdateProfile: _grpc.UnaryUnaryMultiCallable[_users_pb2.UpdateProfileRequest, _users_pb2.UpdateProfileResponse]
-    """Changes the caller's profile: only the fields named in `update_mask` (AIP-134); `*` means
-    every profile field; an unknown path is rejected with 400 and nothing changes.
-    """
     GetUsers: _grpc.UnaryUnaryMultiCallable[_users_pb2.GetUsersRequest, _users_pb2.GetUsersResponse]
     """Internal batch read for feed hydration; not exposed over HTTP."""
 
@@ -65,10 +61,6 @@ class UserServiceAsyncStub(UserServiceStub):
     """Revokes the refresh token and the access token used for this call."""
     GetUser: _aio.UnaryUnaryMultiCallable[_users_pb2.GetUserRequest, _users_pb2.GetUserResponse]  # type: ignore[assignment]
     """Reads one account."""
-    UpdateProfile: _aio.UnaryUnaryMultiCallable[_users_pb2.UpdateProfileRequest, _users_pb2.UpdateProfileResponse]  # type: ignore[assignment]
-    """Changes the caller's profile: only the fields named in `update_mask` (AIP-134); `*` means
-    every profile field; an unknown path is rejected with 400 and nothing changes.
-    """
     GetUsers: _aio.UnaryUnaryMultiCallable[_users_pb2.GetUsersRequest, _users_pb2.GetUsersResponse]  # type: ignore[assignment]
     """Internal batch read for feed hydration; not exposed over HTTP."""
 
@@ -114,16 +106,6 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_users_pb2.GetUserResponse, _abc.Awaitable[_users_pb2.GetUserResponse]]:
         """Reads one account."""
-
-    @_abc_1.abstractmethod
-    def UpdateProfile(
-        self,
-        request: _users_pb2.UpdateProfileRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_users_pb2.UpdateProfileResponse, _abc.Awaitable[_users_pb2.UpdateProfileResponse]]:
-        """Changes the caller's profile: only the fields named in `update_mask` (AIP-134); `*` means
-        every profile field; an unknown path is rejected with 400 and nothing changes.
-        """
 
     @_abc_1.abstractmethod
     def GetUsers(

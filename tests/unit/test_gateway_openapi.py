@@ -20,7 +20,6 @@ CONTRACT = {  # DESIGN.md §4: path -> verb -> operationId
         "post": "FollowService_Follow",
         "delete": "FollowService_Unfollow",
     },
-    "/v1/users/me": {"patch": "UserService_UpdateProfile"},
     "/v1/users/{user_id}/followers": {"get": "FollowService_ListFollowers"},
     "/v1/users/{user_id}/following": {"get": "FollowService_ListFollowing"},
     "/v1/users/{user_id}/stats": {"get": "FollowService_GetStats"},
@@ -171,10 +170,3 @@ def test_replies_link_to_the_operations_their_ids_feed(document: dict[str, Any])
         "post_id": "$response.body#/comment/postId",
         "comment_id": "$response.body#/comment/id",
     }
-
-
-def test_profile_update_publishes_its_mask_and_bounds(document: dict[str, Any]) -> None:
-    schemas = document["components"]["schemas"]
-    profile = schemas["dmb.v1.Profile"]["properties"]
-    assert profile["displayName"]["maxLength"] == 64
-    assert profile["bio"]["maxLength"] == 300
