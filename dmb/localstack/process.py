@@ -33,11 +33,26 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+_SINGLE_PORTS = (30_000, 32_767)  # below the ephemeral range, above `free_port_range`'s
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `host` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nothing listens on right now, chosen at random below Linux's ephemeral range.
+
+    A port the kernel picks (bind to port 0) comes from the ephemeral range, which every
+    outgoing connection and every Ray gRPC server draws from too: between the pick and the
+    moment a slow-starting server (HAProxy after Ray is up) binds it, one of them could take it.
+    Ports outside that range are only taken by someone who chose them on purpose. A port is
+    never handed out twice by one process."""
+    first, last = _SINGLE_PORTS
+    candidates = [port for port in range(first, last + 1) if port not in _handed_out]
+    random.shuffle(candidates)
+    for port in candidates:
+        if _bindable(port) and _bindable_on(host, port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port between {first} and {last}")
 
 
 def free_port_range(size: int, first: int = 21_000, last: int = 29_999) -> int:
@@ -51,6 +66,15 @@ def free_port_range(size: int, first: int = 21_000, last: int = 29_999) -> int:
         if all(_bindable(port) for port in range(base, base + size)):
             return base
     raise RuntimeError(f"no {size} free consecutive ports between {first} and {last}")
+
+
+def _bindable_on(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _bindable(port: int) -> bool:

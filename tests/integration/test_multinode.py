@@ -180,10 +180,17 @@ def _nodes_with_fanout_workers(cluster: Cluster) -> list[str]:
     return [node["name"] for node in cluster.status()["nodes"] if node["fanout_workers"]]
 
 
+def _fanout_workers(cluster: Cluster) -> int:
+    return sum(node["fanout_workers"] for node in cluster.status()["nodes"])
+
+
 def test_the_system_is_spread_over_three_nodes_and_status_shows_where(cluster: Cluster) -> None:
     # Workers are created asynchronously by the consumers; on a loaded machine their processes
     # can take a while to start, so wait for them rather than for a fixed time.
-    _eventually(lambda: len(_nodes_with_fanout_workers(cluster)) >= 2, "the pool on 2 nodes")
+    _eventually(
+        lambda: len(_nodes_with_fanout_workers(cluster)) >= 2 and _fanout_workers(cluster) == 4,
+        "the whole pool up, on 2 nodes",
+    )
     status = cluster.status()
     assert status["healthy"] is True
     nodes = {node["name"]: node for node in status["nodes"]}
