@@ -20,6 +20,7 @@ from dmb.domain.feed import AuthorPosts, FeedWriter, HomeFeed, SetRebuilder
 from dmb.domain.feed_events import FanoutPort, FeedEventHandler
 from dmb.domain.follows import CelebrityRule, FollowerBatches, FollowGraph
 from dmb.domain.identity import AccessTokenIssuer, TokenVerifier
+from dmb.domain.login_guard import LoginGuard
 from dmb.domain.posts import Posts
 from dmb.domain.users import UserAccounts
 from dmb.settings import Settings, load_settings
@@ -64,7 +65,8 @@ class Components:
     @cached_property
     def accounts(self) -> UserAccounts:
         issuer = AccessTokenIssuer(self.settings)
-        return UserAccounts(self.settings, self.stores.db, self.stores.redis, issuer)
+        guard = LoginGuard(self.settings, self.stores.redis)
+        return UserAccounts(self.settings, self.stores.db, self.stores.redis, issuer, guard)
 
     # -- follows, posts, counters ------------------------------------------------------------
 
