@@ -39,6 +39,17 @@ class UserServiceDeployment:
     async def GetUser(self, request: pb.GetUserRequest, caller: Caller) -> pb.GetUserResponse:
         return pb.GetUserResponse(user=await self._accounts.get_user(caller, request.user_id))
 
+    async def GetMe(self, request: pb.GetMeRequest, caller: Caller) -> pb.GetMeResponse:
+        return pb.GetMeResponse(user=await self._accounts.get_me(caller))
+
+    async def UpdateProfile(
+        self, request: pb.UpdateProfileRequest, caller: Caller
+    ) -> pb.UpdateProfileResponse:
+        user = await self._accounts.update_profile(
+            caller, request.profile, list(request.update_mask.paths)
+        )
+        return pb.UpdateProfileResponse(user=user)
+
     async def GetUsers(self, request: pb.GetUsersRequest, caller: Caller) -> pb.GetUsersResponse:
         return pb.GetUsersResponse(users=await self._accounts.get_users(request.user_ids))
 

@@ -22,7 +22,7 @@ from dmb.errors import NotFound, PermissionDenied
 from dmb.stores.postgres import AsyncConn, Database
 from dmb.v1 import resources_pb2
 
-_POST_COLUMNS = "p.id, p.author_id, p.content, p.created_at, u.username"
+_POST_COLUMNS = "p.id, p.author_id, p.content, p.created_at, u.username, u.display_name"
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def trimmed(content: str) -> str:
 
 
 def post_message(row: Sequence[Any], counts: Counts) -> resources_pb2.Post:
-    post_id, author_id, content, created_at, username = row
+    post_id, author_id, content, created_at, username, display_name = row
     return resources_pb2.Post(
         id=post_id,
         author_id=author_id,
@@ -53,6 +53,7 @@ def post_message(row: Sequence[Any], counts: Counts) -> resources_pb2.Post:
         like_count=counts.likes,
         comment_count=counts.comments,
         author_username=username or "",
+        author_display_name=display_name or "",
     )
 
 

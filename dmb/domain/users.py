@@ -23,6 +23,7 @@ import psycopg
 import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from psycopg import sql
 
 from dmb.domain.identity import AccessToken, AccessTokenIssuer, Caller, denylist_key
 from dmb.domain.login_guard import LoginGuard
@@ -30,8 +31,11 @@ from dmb.domain.timestamps import to_timestamp
 from dmb.errors import AlreadyExists, NotFound, Unauthenticated, Unavailable
 from dmb.settings import Settings
 from dmb.stores.postgres import Database
-from dmb.v1 import resources_pb2
+from dmb.v1 import resources_pb2, users_pb2
 
+_USER_COLUMNS = "id, username, email, created_at, display_name, bio"
+# The profile fields an update mask may name; `*` names them all (AIP-134).
+PROFILE_FIELDS = ("display_name", "bio")
 BAD_LOGIN = "wrong username or password"
 TOKEN_TYPE = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
 
@@ -54,13 +58,24 @@ def _hash_token(token: str) -> bytes:
 
 
 def user_message(row: Sequence[Any], with_email: bool) -> resources_pb2.User:
-    user_id, username, email, created_at = row
+    user_id, username, email, created_at, display_name, bio = row
     return resources_pb2.User(
         id=user_id,
         username=username,
         email=email if with_email else "",
         created_at=to_timestamp(created_at),
+        display_name=display_name,
+        bio=bio,
     )
+
+
+def masked_profile_fields(paths: Sequence[str]) -> list[str]:
+    """The columns an update mask names, in a fixed order. Which masks are valid (known paths,
+    at least one, `*` alone) is declared on UpdateProfileRequest.update_mask and checked at
+    the RPC boundary."""
+    if "*" in paths:
+        return list(PROFILE_FIELDS)
+    return [name for name in PROFILE_FIELDS if name in paths]
 
 
 class UserAccounts:
@@ -87,7 +102,7 @@ class UserAccounts:
             async with self._db.transaction() as conn:
                 cursor = await conn.execute(
                     "INSERT INTO users (username, email, password_hash) VALUES (%s, %s, %s) "
-                    "RETURNING id, username, email, created_at",
+                    f"RETURNING {_USER_COLUMNS}",
                     (username, email, password_hash),
                 )
                 row = await cursor.fetchone()
@@ -161,19 +176,47 @@ class UserAccounts:
     async def get_user(self, caller: Caller, user_id: int) -> resources_pb2.User:
         async with self._db.reading(for_user=caller.user_id) as conn:
             cursor = await conn.execute(
-                "SELECT id, username, email, created_at FROM users WHERE id = %s", (user_id,)
+                f"SELECT {_USER_COLUMNS} FROM users WHERE id = %s", (user_id,)
             )
             row = await cursor.fetchone()
         if row is None:
             raise NotFound(f"user {user_id} does not exist")
         return user_message(row, with_email=caller.user_id == user_id)
 
+    async def get_me(self, caller: Caller) -> resources_pb2.User:
+        return await self.get_user(caller, caller.user_id)
+
+    async def update_profile(
+        self, caller: Caller, profile: users_pb2.Profile, paths: Sequence[str]
+    ) -> resources_pb2.User:
+        """Sets only the masked fields (AIP-134); an unknown path changes nothing."""
+        fields = masked_profile_fields(paths)
+        sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(n)) for n in fields)
+        values = [getattr(profile, name) for name in fields]
+        async with self._db.transaction() as conn:
+            if fields:
+                cursor = await conn.execute(
+                    sql.SQL("UPDATE users SET {} WHERE id = %s RETURNING " + _USER_COLUMNS).format(
+                        sets
+                    ),
+                    (*values, caller.user_id),
+                )
+            else:
+                cursor = await conn.execute(
+                    f"SELECT {_USER_COLUMNS} FROM users WHERE id = %s", (caller.user_id,)
+                )
+            row = await cursor.fetchone()
+            if row is None:
+                raise NotFound(f"user {caller.user_id} does not exist")
+            await self._db.remember_write(conn, caller.user_id)
+        return user_message(row, with_email=True)
+
     async def get_users(self, user_ids: Sequence[int]) -> list[resources_pb2.User]:
         if not user_ids:
             return []
         async with self._db.reading() as conn:
             cursor = await conn.execute(
-                "SELECT id, username, email, created_at FROM users WHERE id = ANY(%s)",
+                f"SELECT {_USER_COLUMNS} FROM users WHERE id = ANY(%s)",
                 (list(user_ids),),
             )
             rows = await cursor.fetchall()

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64mb/v1/resources.proto\x12\x06\x64mb.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"c\n\x04User\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08username\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaa\x01\n\x04Post\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x11\n\tauthor_id\x18\x02 \x01(\x03\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlike_count\x18\x05 \x01(\x03\x12\x15\n\rcomment_count\x18\x06 \x01(\x03\x12\x17\n\x0f\x61uthor_username\x18\x07 \x01(\t\"z\n\x07\x43omment\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0f\n\x07post_id\x18\x02 \x01(\x03\x12\x11\n\tauthor_id\x18\x03 \x01(\x03\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64mb/v1/resources.proto\x12\x06\x64mb.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08username\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64isplay_name\x18\x05 \x01(\t\x12\x0b\n\x03\x62io\x18\x06 \x01(\t\"\xc7\x01\n\x04Post\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x11\n\tauthor_id\x18\x02 \x01(\x03\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlike_count\x18\x05 \x01(\x03\x12\x15\n\rcomment_count\x18\x06 \x01(\x03\x12\x17\n\x0f\x61uthor_username\x18\x07 \x01(\t\x12\x1b\n\x13\x61uthor_display_name\x18\x08 \x01(\t\"z\n\x07\x43omment\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0f\n\x07post_id\x18\x02 \x01(\x03\x12\x11\n\tauthor_id\x18\x03 \x01(\x03\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dmb.v1.resources_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_USER']._serialized_start=67
-  _globals['_USER']._serialized_end=166
-  _globals['_POST']._serialized_start=169
-  _globals['_POST']._serialized_end=339
-  _globals['_COMMENT']._serialized_start=341
-  _globals['_COMMENT']._serialized_end=463
+  _globals['_USER']._serialized_start=68
+  _globals['_USER']._serialized_end=202
+  _globals['_POST']._serialized_start=205
+  _globals['_POST']._serialized_end=404
+  _globals['_COMMENT']._serialized_start=406
+  _globals['_COMMENT']._serialized_end=528
 # @@protoc_insertion_point(module_scope)

@@ -27,9 +27,15 @@ class User(_message.Message):
     USERNAME_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    BIO_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     username: _builtins.str
     email: _builtins.str
+    display_name: _builtins.str
+    """Free text shown instead of the username where set; at most 64 characters."""
+    bio: _builtins.str
+    """At most 300 characters."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -39,10 +45,12 @@ class User(_message.Message):
         username: _builtins.str = ...,
         email: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        display_name: _builtins.str = ...,
+        bio: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "email", b"email", "id", b"id", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bio", b"bio", "created_at", b"created_at", "display_name", b"display_name", "email", b"email", "id", b"id", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -61,6 +69,7 @@ class Post(_message.Message):
     LIKE_COUNT_FIELD_NUMBER: _builtins.int
     COMMENT_COUNT_FIELD_NUMBER: _builtins.int
     AUTHOR_USERNAME_FIELD_NUMBER: _builtins.int
+    AUTHOR_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     author_id: _builtins.int
     content: _builtins.str
@@ -68,6 +77,8 @@ class Post(_message.Message):
     comment_count: _builtins.int
     author_username: _builtins.str
     """Filled in where the post is hydrated for display (home feed)."""
+    author_display_name: _builtins.str
+    """The author's display name, where the post is hydrated for display."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -80,10 +91,11 @@ class Post(_message.Message):
         like_count: _builtins.int = ...,
         comment_count: _builtins.int = ...,
         author_username: _builtins.str = ...,
+        author_display_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_id", b"author_id", "author_username", b"author_username", "comment_count", b"comment_count", "content", b"content", "created_at", b"created_at", "id", b"id", "like_count", b"like_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_display_name", b"author_display_name", "author_id", b"author_id", "author_username", b"author_username", "comment_count", b"comment_count", "content", b"content", "created_at", b"created_at", "id", b"id", "like_count", b"like_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,9 +26,10 @@ from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from dmb.v1 import options_pb2 as dmb_dot_v1_dot_options__pb2
 from dmb.v1 import resources_pb2 as dmb_dot_v1_dot_resources__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64mb/v1/users.proto\x12\x06\x64mb.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x14\x64mb/v1/options.proto\x1a\x16\x64mb/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\"\x8f\x01\n\x0fRegisterRequest\x12\x31\n\x08username\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x17\x10\x03\x18 2\x11^[a-z0-9_]{3,32}$\xc8\x01\x01\x12\x1c\n\x05\x65mail\x18\x02 \x01(\tB\r\xbaH\nr\x05\x18\xfe\x01`\x01\xc8\x01\x01\x12+\n\x08password\x18\x03 \x01(\tB\x19\xbaH\x16r\x11\x10\x08\x18\x80\x08\x32\n^[^\\x00]*$\xc8\x01\x01\".\n\x10RegisterResponse\x12\x1a\n\x04user\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.User\"l\n\x0cLoginRequest\x12\x31\n\x08username\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x17\x10\x03\x18 2\x11^[a-z0-9_]{3,32}$\xc8\x01\x01\x12)\n\x08password\x18\x02 \x01(\tB\x17\xbaH\x14r\x0f\x18\x80\x08\x32\n^[^\\x00]*$\xc8\x01\x01\"u\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12\x0f\n\x07user_id\x18\x05 \x01(\x03\"F\n\x0eRefreshRequest\x12\x34\n\rrefresh_token\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x15\x18\x80\x01\x32\x10^[A-Za-z0-9_-]+$\xc8\x01\x01\"w\n\x0fRefreshResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12\x0f\n\x07user_id\x18\x05 \x01(\x03\"E\n\rLogoutRequest\x12\x34\n\rrefresh_token\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x15\x18\x80\x01\x32\x10^[A-Za-z0-9_-]+$\xc8\x01\x01\"\x10\n\x0eLogoutResponse\"*\n\x0eGetUserRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"-\n\x0fGetUserResponse\x12\x1a\n\x04user\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.User\"4\n\x0fGetUsersRequest\x12!\n\x08user_ids\x18\x01 \x03(\x03\x42\x0f\xbaH\x0c\x92\x01\t\x10\xe8\x07\"\x04\"\x02 \x00\"/\n\x10GetUsersResponse\x12\x1b\n\x05users\x18\x01 \x03(\x0b\x32\x0c.dmb.v1.User2\x90\x04\n\x0bUserService\x12W\n\x08Register\x12\x17.dmb.v1.RegisterRequest\x1a\x18.dmb.v1.RegisterResponse\"\x18\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x0e\"\t/v1/users:\x01*\x12S\n\x05Login\x12\x14.dmb.v1.LoginRequest\x1a\x15.dmb.v1.LoginResponse\"\x1d\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/auth/login:\x01*\x12[\n\x07Refresh\x12\x16.dmb.v1.RefreshRequest\x1a\x17.dmb.v1.RefreshResponse\"\x1f\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x15\"\x10/v1/auth/refresh:\x01*\x12S\n\x06Logout\x12\x15.dmb.v1.LogoutRequest\x1a\x16.dmb.v1.LogoutResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/auth/logout:\x01*\x12W\n\x07GetUser\x12\x16.dmb.v1.GetUserRequest\x1a\x17.dmb.v1.GetUserResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12=\n\x08GetUsers\x12\x17.dmb.v1.GetUsersRequest\x1a\x18.dmb.v1.GetUsersResponse\x1a\t\xd2\xf3\x18\x05usersb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64mb/v1/users.proto\x12\x06\x64mb.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x14\x64mb/v1/options.proto\x1a\x16\x64mb/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\"\x8f\x01\n\x0fRegisterRequest\x12\x31\n\x08username\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x17\x10\x03\x18 2\x11^[a-z0-9_]{3,32}$\xc8\x01\x01\x12\x1c\n\x05\x65mail\x18\x02 \x01(\tB\r\xbaH\nr\x05\x18\xfe\x01`\x01\xc8\x01\x01\x12+\n\x08password\x18\x03 \x01(\tB\x19\xbaH\x16r\x11\x10\x08\x18\x80\x08\x32\n^[^\\x00]*$\xc8\x01\x01\".\n\x10RegisterResponse\x12\x1a\n\x04user\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.User\"l\n\x0cLoginRequest\x12\x31\n\x08username\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x17\x10\x03\x18 2\x11^[a-z0-9_]{3,32}$\xc8\x01\x01\x12)\n\x08password\x18\x02 \x01(\tB\x17\xbaH\x14r\x0f\x18\x80\x08\x32\n^[^\\x00]*$\xc8\x01\x01\"u\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12\x0f\n\x07user_id\x18\x05 \x01(\x03\"F\n\x0eRefreshRequest\x12\x34\n\rrefresh_token\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x15\x18\x80\x01\x32\x10^[A-Za-z0-9_-]+$\xc8\x01\x01\"w\n\x0fRefreshResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12\x0f\n\x07user_id\x18\x05 \x01(\x03\"E\n\rLogoutRequest\x12\x34\n\rrefresh_token\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x15\x18\x80\x01\x32\x10^[A-Za-z0-9_-]+$\xc8\x01\x01\"\x10\n\x0eLogoutResponse\"*\n\x0eGetUserRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"-\n\x0fGetUserResponse\x12\x1a\n\x04user\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.User\"4\n\x0fGetUsersRequest\x12!\n\x08user_ids\x18\x01 \x03(\x03\x42\x0f\xbaH\x0c\x92\x01\t\x10\xe8\x07\"\x04\"\x02 \x00\"/\n\x10GetUsersResponse\x12\x1b\n\x05users\x18\x01 \x03(\x0b\x32\x0c.dmb.v1.User\"\\\n\x07Profile\x12.\n\x0c\x64isplay_name\x18\x01 \x01(\tB\x18\xbaH\x15r\x13\x18@2\x0f^[^\\x00-\\x1f]*$\x12!\n\x03\x62io\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x18\xac\x02\x32\n^[^\\x00]*$\"\x0e\n\x0cGetMeRequest\"+\n\rGetMeResponse\x12\x1a\n\x04user\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.User\"\xdb\x02\n\x14UpdateProfileRequest\x12(\n\x07profile\x18\x01 \x01(\x0b\x32\x0f.dmb.v1.ProfileB\x06\xbaH\x03\xc8\x01\x01\x12\x98\x02\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\xe6\x01\xbaH\xe2\x01\xba\x01\xc2\x01\n\x11update_mask.paths\x12=name at least one path, no sub-paths, and `*` only on its own\x1ansize(this.paths) > 0 && this.paths.all(p, !p.contains(\'.\')) && (!(\'*\' in this.paths) || size(this.paths) == 1)\xc8\x01\x01\xe2\x01\x16\x12\x0c\x64isplay_name\x12\x03\x62io\x12\x01*\"3\n\x15UpdateProfileResponse\x12\x1a\n\x04user\x18\x01 \x01(\x0b\x32\x0c.dmb.v1.User2\xc3\x05\n\x0bUserService\x12W\n\x08Register\x12\x17.dmb.v1.RegisterRequest\x1a\x18.dmb.v1.RegisterResponse\"\x18\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x0e\"\t/v1/users:\x01*\x12S\n\x05Login\x12\x14.dmb.v1.LoginRequest\x1a\x15.dmb.v1.LoginResponse\"\x1d\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/auth/login:\x01*\x12[\n\x07Refresh\x12\x16.dmb.v1.RefreshRequest\x1a\x17.dmb.v1.RefreshResponse\"\x1f\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x15\"\x10/v1/auth/refresh:\x01*\x12S\n\x06Logout\x12\x15.dmb.v1.LogoutRequest\x1a\x16.dmb.v1.LogoutResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/auth/logout:\x01*\x12W\n\x07GetUser\x12\x16.dmb.v1.GetUserRequest\x1a\x17.dmb.v1.GetUserResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12J\n\x05GetMe\x12\x14.dmb.v1.GetMeRequest\x1a\x15.dmb.v1.GetMeResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/users/me\x12\x65\n\rUpdateProfile\x12\x1c.dmb.v1.UpdateProfileRequest\x1a\x1d.dmb.v1.UpdateProfileResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x32\x0c/v1/users/me:\x01*\x12=\n\x08GetUsers\x12\x17.dmb.v1.GetUsersRequest\x1a\x18.dmb.v1.GetUsersResponse\x1a\t\xd2\xf3\x18\x05usersb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,6 +54,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\272H\004\"\002 \000'
   _globals['_GETUSERSREQUEST'].fields_by_name['user_ids']._loaded_options = None
   _globals['_GETUSERSREQUEST'].fields_by_name['user_ids']._serialized_options = b'\272H\014\222\001\t\020\350\007\"\004\"\002 \000'
+  _globals['_PROFILE'].fields_by_name['display_name']._loaded_options = None
+  _globals['_PROFILE'].fields_by_name['display_name']._serialized_options = b'\272H\025r\023\030@2\017^[^\\x00-\\x1f]*$'
+  _globals['_PROFILE'].fields_by_name['bio']._loaded_options = None
+  _globals['_PROFILE'].fields_by_name['bio']._serialized_options = b'\272H\021r\017\030\254\0022\n^[^\\x00]*$'
+  _globals['_UPDATEPROFILEREQUEST'].fields_by_name['profile']._loaded_options = None
+  _globals['_UPDATEPROFILEREQUEST'].fields_by_name['profile']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_UPDATEPROFILEREQUEST'].fields_by_name['update_mask']._loaded_options = None
+  _globals['_UPDATEPROFILEREQUEST'].fields_by_name['update_mask']._serialized_options = b'\272H\342\001\272\001\302\001\n\021update_mask.paths\022=name at least one path, no sub-paths, and `*` only on its own\032nsize(this.paths) > 0 && this.paths.all(p, !p.contains(\'.\')) && (!(\'*\' in this.paths) || size(this.paths) == 1)\310\001\001\342\001\026\022\014display_name\022\003bio\022\001*'
   _globals['_USERSERVICE']._loaded_options = None
   _globals['_USERSERVICE']._serialized_options = b'\322\363\030\005users'
   _globals['_USERSERVICE'].methods_by_name['Register']._loaded_options = None
@@ -65,30 +74,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERSERVICE'].methods_by_name['Logout']._serialized_options = b'\202\323\344\223\002\024\"\017/v1/auth/logout:\001*'
   _globals['_USERSERVICE'].methods_by_name['GetUser']._loaded_options = None
   _globals['_USERSERVICE'].methods_by_name['GetUser']._serialized_options = b'\202\323\344\223\002\025\022\023/v1/users/{user_id}'
-  _globals['_REGISTERREQUEST']._serialized_start=136
-  _globals['_REGISTERREQUEST']._serialized_end=279
-  _globals['_REGISTERRESPONSE']._serialized_start=281
-  _globals['_REGISTERRESPONSE']._serialized_end=327
-  _globals['_LOGINREQUEST']._serialized_start=329
-  _globals['_LOGINREQUEST']._serialized_end=437
-  _globals['_LOGINRESPONSE']._serialized_start=439
-  _globals['_LOGINRESPONSE']._serialized_end=556
-  _globals['_REFRESHREQUEST']._serialized_start=558
-  _globals['_REFRESHREQUEST']._serialized_end=628
-  _globals['_REFRESHRESPONSE']._serialized_start=630
-  _globals['_REFRESHRESPONSE']._serialized_end=749
-  _globals['_LOGOUTREQUEST']._serialized_start=751
-  _globals['_LOGOUTREQUEST']._serialized_end=820
-  _globals['_LOGOUTRESPONSE']._serialized_start=822
-  _globals['_LOGOUTRESPONSE']._serialized_end=838
-  _globals['_GETUSERREQUEST']._serialized_start=840
-  _globals['_GETUSERREQUEST']._serialized_end=882
-  _globals['_GETUSERRESPONSE']._serialized_start=884
-  _globals['_GETUSERRESPONSE']._serialized_end=929
-  _globals['_GETUSERSREQUEST']._serialized_start=931
-  _globals['_GETUSERSREQUEST']._serialized_end=983
-  _globals['_GETUSERSRESPONSE']._serialized_start=985
-  _globals['_GETUSERSRESPONSE']._serialized_end=1032
-  _globals['_USERSERVICE']._serialized_start=1035
-  _globals['_USERSERVICE']._serialized_end=1563
+  _globals['_USERSERVICE'].methods_by_name['GetMe']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['GetMe']._serialized_options = b'\202\323\344\223\002\016\022\014/v1/users/me'
+  _globals['_USERSERVICE'].methods_by_name['UpdateProfile']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['UpdateProfile']._serialized_options = b'\202\323\344\223\002\0212\014/v1/users/me:\001*'
+  _globals['_REGISTERREQUEST']._serialized_start=170
+  _globals['_REGISTERREQUEST']._serialized_end=313
+  _globals['_REGISTERRESPONSE']._serialized_start=315
+  _globals['_REGISTERRESPONSE']._serialized_end=361
+  _globals['_LOGINREQUEST']._serialized_start=363
+  _globals['_LOGINREQUEST']._serialized_end=471
+  _globals['_LOGINRESPONSE']._serialized_start=473
+  _globals['_LOGINRESPONSE']._serialized_end=590
+  _globals['_REFRESHREQUEST']._serialized_start=592
+  _globals['_REFRESHREQUEST']._serialized_end=662
+  _globals['_REFRESHRESPONSE']._serialized_start=664
+  _globals['_REFRESHRESPONSE']._serialized_end=783
+  _globals['_LOGOUTREQUEST']._serialized_start=785
+  _globals['_LOGOUTREQUEST']._serialized_end=854
+  _globals['_LOGOUTRESPONSE']._serialized_start=856
+  _globals['_LOGOUTRESPONSE']._serialized_end=872
+  _globals['_GETUSERREQUEST']._serialized_start=874
+  _globals['_GETUSERREQUEST']._serialized_end=916
+  _globals['_GETUSERRESPONSE']._serialized_start=918
+  _globals['_GETUSERRESPONSE']._serialized_end=963
+  _globals['_GETUSERSREQUEST']._serialized_start=965
+  _globals['_GETUSERSREQUEST']._serialized_end=1017
+  _globals['_GETUSERSRESPONSE']._serialized_start=1019
+  _globals['_GETUSERSRESPONSE']._serialized_end=1066
+  _globals['_PROFILE']._serialized_start=1068
+  _globals['_PROFILE']._serialized_end=1160
+  _globals['_GETMEREQUEST']._serialized_start=1162
+  _globals['_GETMEREQUEST']._serialized_end=1176
+  _globals['_GETMERESPONSE']._serialized_start=1178
+  _globals['_GETMERESPONSE']._serialized_end=1221
+  _globals['_UPDATEPROFILEREQUEST']._serialized_start=1224
+  _globals['_UPDATEPROFILEREQUEST']._serialized_end=1571
+  _globals['_UPDATEPROFILERESPONSE']._serialized_start=1573
+  _globals['_UPDATEPROFILERESPONSE']._serialized_end=1624
+  _globals['_USERSERVICE']._serialized_start=1627
+  _globals['_USERSERVICE']._serialized_end=2334
 # @@protoc_insertion_point(module_scope)

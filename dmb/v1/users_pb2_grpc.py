@@ -60,6 +60,16 @@ class UserServiceStub:
                 request_serializer=dmb_dot_v1_dot_users__pb2.GetUserRequest.SerializeToString,
                 response_deserializer=dmb_dot_v1_dot_users__pb2.GetUserResponse.FromString,
                 _registered_method=True)
+        self.GetMe = channel.unary_unary(
+                '/dmb.v1.UserService/GetMe',
+                request_serializer=dmb_dot_v1_dot_users__pb2.GetMeRequest.SerializeToString,
+                response_deserializer=dmb_dot_v1_dot_users__pb2.GetMeResponse.FromString,
+                _registered_method=True)
+        self.UpdateProfile = channel.unary_unary(
+                '/dmb.v1.UserService/UpdateProfile',
+                request_serializer=dmb_dot_v1_dot_users__pb2.UpdateProfileRequest.SerializeToString,
+                response_deserializer=dmb_dot_v1_dot_users__pb2.UpdateProfileResponse.FromString,
+                _registered_method=True)
         self.GetUsers = channel.unary_unary(
                 '/dmb.v1.UserService/GetUsers',
                 request_serializer=dmb_dot_v1_dot_users__pb2.GetUsersRequest.SerializeToString,
@@ -106,6 +116,21 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMe(self, request, context):
+        """Reads the caller's own account, with its email (what an app shows on "your profile").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateProfile(self, request, context):
+        """Changes the caller's profile: only the fields named in `update_mask` (AIP-134); `*` means
+        every profile field; an unknown path is rejected with 400 and nothing changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetUsers(self, request, context):
         """Internal batch read for feed hydration; not exposed over HTTP.
         """
@@ -140,6 +165,16 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.GetUser,
                     request_deserializer=dmb_dot_v1_dot_users__pb2.GetUserRequest.FromString,
                     response_serializer=dmb_dot_v1_dot_users__pb2.GetUserResponse.SerializeToString,
+            ),
+            'GetMe': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMe,
+                    request_deserializer=dmb_dot_v1_dot_users__pb2.GetMeRequest.FromString,
+                    response_serializer=dmb_dot_v1_dot_users__pb2.GetMeResponse.SerializeToString,
+            ),
+            'UpdateProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateProfile,
+                    request_deserializer=dmb_dot_v1_dot_users__pb2.UpdateProfileRequest.FromString,
+                    response_serializer=dmb_dot_v1_dot_users__pb2.UpdateProfileResponse.SerializeToString,
             ),
             'GetUsers': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUsers,
@@ -283,6 +318,60 @@ class UserService:
             '/dmb.v1.UserService/GetUser',
             dmb_dot_v1_dot_users__pb2.GetUserRequest.SerializeToString,
             dmb_dot_v1_dot_users__pb2.GetUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dmb.v1.UserService/GetMe',
+            dmb_dot_v1_dot_users__pb2.GetMeRequest.SerializeToString,
+            dmb_dot_v1_dot_users__pb2.GetMeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dmb.v1.UserService/UpdateProfile',
+            dmb_dot_v1_dot_users__pb2.UpdateProfileRequest.SerializeToString,
+            dmb_dot_v1_dot_users__pb2.UpdateProfileResponse.FromString,
             options,
             channel_credentials,
             insecure,

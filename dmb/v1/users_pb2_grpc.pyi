@@ -43,6 +43,12 @@ class UserServiceStub:
     """Revokes the refresh token and the access token used for this call."""
     GetUser: _grpc.UnaryUnaryMultiCallable[_users_pb2.GetUserRequest, _users_pb2.GetUserResponse]
     """Reads one account."""
+    GetMe: _grpc.UnaryUnaryMultiCallable[_users_pb2.GetMeRequest, _users_pb2.GetMeResponse]
+    """Reads the caller's own account, with its email (what an app shows on "your profile")."""
+    UpdateProfile: _grpc.UnaryUnaryMultiCallable[_users_pb2.UpdateProfileRequest, _users_pb2.UpdateProfileResponse]
+    """Changes the caller's profile: only the fields named in `update_mask` (AIP-134); `*` means
+    every profile field; an unknown path is rejected with 400 and nothing changes.
+    """
     GetUsers: _grpc.UnaryUnaryMultiCallable[_users_pb2.GetUsersRequest, _users_pb2.GetUsersResponse]
     """Internal batch read for feed hydration; not exposed over HTTP."""
 
@@ -61,6 +67,12 @@ class UserServiceAsyncStub(UserServiceStub):
     """Revokes the refresh token and the access token used for this call."""
     GetUser: _aio.UnaryUnaryMultiCallable[_users_pb2.GetUserRequest, _users_pb2.GetUserResponse]  # type: ignore[assignment]
     """Reads one account."""
+    GetMe: _aio.UnaryUnaryMultiCallable[_users_pb2.GetMeRequest, _users_pb2.GetMeResponse]  # type: ignore[assignment]
+    """Reads the caller's own account, with its email (what an app shows on "your profile")."""
+    UpdateProfile: _aio.UnaryUnaryMultiCallable[_users_pb2.UpdateProfileRequest, _users_pb2.UpdateProfileResponse]  # type: ignore[assignment]
+    """Changes the caller's profile: only the fields named in `update_mask` (AIP-134); `*` means
+    every profile field; an unknown path is rejected with 400 and nothing changes.
+    """
     GetUsers: _aio.UnaryUnaryMultiCallable[_users_pb2.GetUsersRequest, _users_pb2.GetUsersResponse]  # type: ignore[assignment]
     """Internal batch read for feed hydration; not exposed over HTTP."""
 
@@ -106,6 +118,24 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_users_pb2.GetUserResponse, _abc.Awaitable[_users_pb2.GetUserResponse]]:
         """Reads one account."""
+
+    @_abc_1.abstractmethod
+    def GetMe(
+        self,
+        request: _users_pb2.GetMeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_users_pb2.GetMeResponse, _abc.Awaitable[_users_pb2.GetMeResponse]]:
+        """Reads the caller's own account, with its email (what an app shows on "your profile")."""
+
+    @_abc_1.abstractmethod
+    def UpdateProfile(
+        self,
+        request: _users_pb2.UpdateProfileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_users_pb2.UpdateProfileResponse, _abc.Awaitable[_users_pb2.UpdateProfileResponse]]:
+        """Changes the caller's profile: only the fields named in `update_mask` (AIP-134); `*` means
+        every profile field; an unknown path is rejected with 400 and nothing changes.
+        """
 
     @_abc_1.abstractmethod
     def GetUsers(

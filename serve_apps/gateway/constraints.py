@@ -86,6 +86,27 @@ def scalar_keywords(
     return {}
 
 
+def field_mask_keywords(rules: validate_pb2.FieldRules | None) -> dict[str, Any]:
+    """A FieldMask's JSON form is one string of camelCase paths joined by commas; `field_mask.in`
+    becomes the pattern of that string (`*`, where allowed, only on its own)."""
+    if rules is None or rules.WhichOneof("type") != "field_mask":
+        return {}
+    allowed = list(getattr(rules.field_mask, "in"))
+    if not allowed:
+        return {}
+    paths = "|".join(re.escape(_camel(path)) for path in allowed if path != "*")
+    listed = f"(?:{paths})(?:,(?:{paths}))*"
+    return {"pattern": rf"^(?:\*|{listed})$" if "*" in allowed else f"^{listed}$"}
+
+
+def _camel(path: str) -> str:
+    """`display_name.first` -> `displayName.first` (protobuf's JSON name of each segment)."""
+    return ".".join(
+        head + "".join(word.capitalize() for word in rest)
+        for head, *rest in (segment.split("_") for segment in path.split("."))
+    )
+
+
 def repeated_keywords(rules: validate_pb2.FieldRules | None) -> dict[str, Any]:
     if rules is None or rules.WhichOneof("type") != "repeated":
         return {}

@@ -8,7 +8,8 @@ protovalidate rules the services enforce (serve_apps.gateway.constraints); respo
 (what a stateful client or fuzzer follows) from a naming convention, not per-endpoint code: a
 reply that holds a resource `post` (a message with an `id`) links to every operation whose path
 needs `post_id`, and a reply's own `user_id` (or a resource's `author_id`-style `<x>_id`
-fields) to operations that need that variable.
+fields) to operations that need that variable. Replies of routes on `/me` are about the caller
+and link only to reads: following yourself is refused by a rule the document cannot state.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class _Schemas:
     def field(self, field: FieldDescriptor) -> dict[str, Any]:
         rules = constraints.rules_of(field)
         if field.message_type is not None:
-            schema = self.ref(field.message_type)
+            schema = {**self.ref(field.message_type), **constraints.field_mask_keywords(rules)}
         elif field.enum_type is not None:
             schema = _enum(field.enum_type)
         else:
@@ -264,6 +265,11 @@ def _id_sources(route: Route) -> dict[str, str]:
     return sources
 
 
+def _about_the_caller(route: Route) -> bool:
+    """A route on `/me` answers about the caller: its ids are the caller's own."""
+    return "me" in route.template.source.strip("/").split("/")
+
+
 def _links(route: Route, routes: list[Route], operation_ids: dict[int, str]) -> dict[str, Any]:
     sources = _id_sources(route)
     links: dict[str, Any] = {}
@@ -271,6 +277,8 @@ def _links(route: Route, routes: list[Route], operation_ids: dict[int, str]) -> 
         needed = [v.field_path for v in target.template.variables]
         if target is route or not needed or not all(name in sources for name in needed):
             continue
+        if _about_the_caller(route) and target.verb != "GET":
+            continue  # your own id leads to your own pages, not to acts on yourself (follow)
         links[operation_ids[id(target)]] = {
             "operationId": operation_ids[id(target)],
             "parameters": {name: f"$response.body#{sources[name]}" for name in needed},

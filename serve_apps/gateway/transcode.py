@@ -144,12 +144,42 @@ def request_message(
     if query and route.body == "*":
         raise TranscodeError("query parameters are not accepted when the body is the message")
     _apply_query(descriptor, document, bound, query)
+    _refuse_nulls(descriptor, document, "")
     message = route.method.input_type()
     try:
         json_format.ParseDict(document, message, ignore_unknown_fields=False)
     except json_format.ParseError as exc:
         raise TranscodeError(str(exc)) from None
     return message
+
+
+_NULLABLE = frozenset({"google.protobuf.Value", "google.protobuf.NullValue"})
+
+
+def _refuse_nulls(descriptor: Descriptor, document: Mapping[str, Any], prefix: str) -> None:
+    """Refuse `null` where the document publishes a type that is not nullable.
+
+    Proto3 JSON reads `null` as "the default value", so `{"bio": null}` would quietly mean
+    `{"bio": ""}`: a request the OpenAPI document calls invalid (a string is required there),
+    accepted. A client that means "not set" omits the field."""
+    for key, value in document.items():
+        field = descriptor.fields_by_name.get(key) or next(
+            (f for f in descriptor.fields if f.json_name == key), None
+        )
+        if field is None:
+            continue  # unknown: ParseDict names it
+        path = f"{prefix}{field.json_name}"
+        nested = field.message_type
+        if value is None and (nested is None or nested.full_name not in _NULLABLE):
+            raise TranscodeError(f"field {path!r}: null is not a value here; omit the field")
+        if (
+            nested is not None
+            and isinstance(value, dict)
+            and not nested.GetOptions().map_entry
+            and nested.full_name not in _NULLABLE
+            and not nested.full_name.startswith("google.protobuf.")
+        ):
+            _refuse_nulls(nested, value, f"{path}.")
 
 
 def _apply_query(

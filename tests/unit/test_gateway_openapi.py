@@ -20,6 +20,7 @@ CONTRACT = {  # DESIGN.md §4: path -> verb -> operationId
         "post": "FollowService_Follow",
         "delete": "FollowService_Unfollow",
     },
+    "/v1/users/me": {"get": "UserService_GetMe", "patch": "UserService_UpdateProfile"},
     "/v1/users/{user_id}/followers": {"get": "FollowService_ListFollowers"},
     "/v1/users/{user_id}/following": {"get": "FollowService_ListFollowing"},
     "/v1/users/{user_id}/stats": {"get": "FollowService_GetStats"},
@@ -170,3 +171,25 @@ def test_replies_link_to_the_operations_their_ids_feed(document: dict[str, Any])
         "post_id": "$response.body#/comment/postId",
         "comment_id": "$response.body#/comment/id",
     }
+
+
+def test_profile_update_publishes_its_mask_and_bounds(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    profile = schemas["dmb.v1.Profile"]["properties"]
+    assert profile["displayName"]["maxLength"] == 64
+    assert profile["bio"]["maxLength"] == 300
+
+
+def test_the_update_mask_publishes_its_allowed_paths(document: dict[str, Any]) -> None:
+    request = document["components"]["schemas"]["dmb.v1.UpdateProfileRequest"]
+    pattern = request["properties"]["updateMask"]["pattern"]
+    assert "displayName" in pattern
+    assert "bio" in pattern
+
+
+def test_replies_about_the_caller_link_only_to_reads(document: dict[str, Any]) -> None:
+    """GET /v1/users/me's own id into POST .../follow would be a self-follow: refused (400)."""
+    for verb in ("get", "patch"):
+        links = document["paths"]["/v1/users/me"][verb]["responses"]["200"].get("links", {})
+        assert "FollowService_Follow" not in links
+        assert "FollowService_GetStats" in links

@@ -313,3 +313,20 @@ def test_cursors_decode_exactly_what_the_published_pattern_admits() -> None:
         assert not decodes(hostile), hostile
     assert decode_cursor(encode_cursor(247829761228800)) == 247829761228800
     assert decode_cursor(b64("v1:" + "9" * 19)) == 2**53  # past every id: from the top
+
+
+@pytest.mark.parametrize(
+    ("verb", "path", "body", "named"),
+    [
+        ("PUT", "/v1/shelves/s1", b'{"theme": null}', "theme"),
+        ("PUT", "/v1/shelves/s1", b'{"maxBooks": null}', "maxBooks"),
+        ("PATCH", "/v1/shelves/s/books/b", b'{"pages": null}', "pages"),
+    ],
+)
+def test_null_is_refused_where_the_document_publishes_no_null(
+    table: RouteTable, verb: str, path: str, body: bytes, named: str
+) -> None:
+    """Proto3 JSON would read null as the default ("" or 0): a quiet change the client never
+    asked for, and a value the OpenAPI schema (type string/integer) calls invalid."""
+    with pytest.raises(TranscodeError, match=rf"{named}.*null"):
+        _request(table, verb, path, body=body)
