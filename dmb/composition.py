@@ -22,6 +22,7 @@ from dmb.domain.follows import CelebrityRule, FollowerBatches, FollowGraph
 from dmb.domain.identity import AccessTokenIssuer, TokenVerifier
 from dmb.domain.login_guard import LoginGuard
 from dmb.domain.posts import Posts
+from dmb.domain.user_search import UserSearch
 from dmb.domain.users import UserAccounts
 from dmb.settings import Settings, load_settings
 from dmb.stores.clients import StoreClients
@@ -67,6 +68,10 @@ class Components:
         issuer = AccessTokenIssuer(self.settings)
         guard = LoginGuard(self.settings, self.stores.redis)
         return UserAccounts(self.settings, self.stores.db, self.stores.redis, issuer, guard)
+
+    @cached_property
+    def user_search(self) -> UserSearch:
+        return UserSearch(self.stores.db)
 
     # -- follows, posts, counters ------------------------------------------------------------
 

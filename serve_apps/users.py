@@ -39,6 +39,14 @@ class UserServiceDeployment:
     async def GetUser(self, request: pb.GetUserRequest, caller: Caller) -> pb.GetUserResponse:
         return pb.GetUserResponse(user=await self._accounts.get_user(caller, request.user_id))
 
+    async def SearchUsers(
+        self, request: pb.SearchUsersRequest, caller: Caller
+    ) -> pb.SearchUsersResponse:
+        users, next_cursor = await self.components.user_search.search(
+            request.q, request.page_size, request.cursor
+        )
+        return pb.SearchUsersResponse(users=users, next_cursor=next_cursor)
+
     async def GetMe(self, request: pb.GetMeRequest, caller: Caller) -> pb.GetMeResponse:
         return pb.GetMeResponse(user=await self._accounts.get_me(caller))
 

@@ -33,7 +33,7 @@ from dmb.settings import Settings
 from dmb.stores.postgres import Database
 from dmb.v1 import resources_pb2, users_pb2
 
-_USER_COLUMNS = "id, username, email, created_at, display_name, bio"
+USER_COLUMNS = "id, username, email, created_at, display_name, bio"
 # The profile fields an update mask may name; `*` names them all (AIP-134).
 PROFILE_FIELDS = ("display_name", "bio")
 BAD_LOGIN = "wrong username or password"
@@ -102,7 +102,7 @@ class UserAccounts:
             async with self._db.transaction() as conn:
                 cursor = await conn.execute(
                     "INSERT INTO users (username, email, password_hash) VALUES (%s, %s, %s) "
-                    f"RETURNING {_USER_COLUMNS}",
+                    f"RETURNING {USER_COLUMNS}",
                     (username, email, password_hash),
                 )
                 row = await cursor.fetchone()
@@ -176,7 +176,7 @@ class UserAccounts:
     async def get_user(self, caller: Caller, user_id: int) -> resources_pb2.User:
         async with self._db.reading(for_user=caller.user_id) as conn:
             cursor = await conn.execute(
-                f"SELECT {_USER_COLUMNS} FROM users WHERE id = %s", (user_id,)
+                f"SELECT {USER_COLUMNS} FROM users WHERE id = %s", (user_id,)
             )
             row = await cursor.fetchone()
         if row is None:
@@ -196,14 +196,14 @@ class UserAccounts:
         async with self._db.transaction() as conn:
             if fields:
                 cursor = await conn.execute(
-                    sql.SQL("UPDATE users SET {} WHERE id = %s RETURNING " + _USER_COLUMNS).format(
+                    sql.SQL("UPDATE users SET {} WHERE id = %s RETURNING " + USER_COLUMNS).format(
                         sets
                     ),
                     (*values, caller.user_id),
                 )
             else:
                 cursor = await conn.execute(
-                    f"SELECT {_USER_COLUMNS} FROM users WHERE id = %s", (caller.user_id,)
+                    f"SELECT {USER_COLUMNS} FROM users WHERE id = %s", (caller.user_id,)
                 )
             row = await cursor.fetchone()
             if row is None:
@@ -216,7 +216,7 @@ class UserAccounts:
             return []
         async with self._db.reading() as conn:
             cursor = await conn.execute(
-                f"SELECT {_USER_COLUMNS} FROM users WHERE id = ANY(%s)",
+                f"SELECT {USER_COLUMNS} FROM users WHERE id = ANY(%s)",
                 (list(user_ids),),
             )
             rows = await cursor.fetchall()

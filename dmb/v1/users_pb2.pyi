@@ -311,6 +311,62 @@ class Profile(_message.Message):
 Global___Profile: _TypeAlias = Profile  # noqa: Y015
 
 @_typing.final
+class SearchUsersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    Q_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    q: _builtins.str
+    """1 to 64 characters, matched as a prefix of the username or of the display name."""
+    page_size: _builtins.int
+    """Default 20 (0 means the default), at most 100."""
+    cursor: _builtins.str
+    """Opaque: a `next_cursor` passed back unchanged; empty for the first page. (It names the last
+    match of the page before: an account id and `u` or `d`.)
+    """
+    def __init__(
+        self,
+        *,
+        q: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "page_size", b"page_size", "q", b"q"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchUsersRequest: _TypeAlias = SearchUsersRequest  # noqa: Y015
+
+@_typing.final
+class SearchUsersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    next_cursor: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def users(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.User]:
+        """Without emails."""
+
+    def __init__(
+        self,
+        *,
+        users: _abc.Iterable[_resources_pb2.User] | None = ...,
+        next_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_cursor", b"next_cursor", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchUsersResponse: _TypeAlias = SearchUsersResponse  # noqa: Y015
+
+@_typing.final
 class GetMeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

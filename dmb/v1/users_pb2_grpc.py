@@ -60,6 +60,11 @@ class UserServiceStub:
                 request_serializer=dmb_dot_v1_dot_users__pb2.GetUserRequest.SerializeToString,
                 response_deserializer=dmb_dot_v1_dot_users__pb2.GetUserResponse.FromString,
                 _registered_method=True)
+        self.SearchUsers = channel.unary_unary(
+                '/dmb.v1.UserService/SearchUsers',
+                request_serializer=dmb_dot_v1_dot_users__pb2.SearchUsersRequest.SerializeToString,
+                response_deserializer=dmb_dot_v1_dot_users__pb2.SearchUsersResponse.FromString,
+                _registered_method=True)
         self.GetMe = channel.unary_unary(
                 '/dmb.v1.UserService/GetMe',
                 request_serializer=dmb_dot_v1_dot_users__pb2.GetMeRequest.SerializeToString,
@@ -116,6 +121,14 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchUsers(self, request, context):
+        """Finds accounts whose username or display name starts with `q` (case-insensitive), in the
+        order of the text that matched, so an exact username comes first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetMe(self, request, context):
         """Reads the caller's own account, with its email (what an app shows on "your profile").
         """
@@ -165,6 +178,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.GetUser,
                     request_deserializer=dmb_dot_v1_dot_users__pb2.GetUserRequest.FromString,
                     response_serializer=dmb_dot_v1_dot_users__pb2.GetUserResponse.SerializeToString,
+            ),
+            'SearchUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchUsers,
+                    request_deserializer=dmb_dot_v1_dot_users__pb2.SearchUsersRequest.FromString,
+                    response_serializer=dmb_dot_v1_dot_users__pb2.SearchUsersResponse.SerializeToString,
             ),
             'GetMe': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMe,
@@ -318,6 +336,33 @@ class UserService:
             '/dmb.v1.UserService/GetUser',
             dmb_dot_v1_dot_users__pb2.GetUserRequest.SerializeToString,
             dmb_dot_v1_dot_users__pb2.GetUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dmb.v1.UserService/SearchUsers',
+            dmb_dot_v1_dot_users__pb2.SearchUsersRequest.SerializeToString,
+            dmb_dot_v1_dot_users__pb2.SearchUsersResponse.FromString,
             options,
             channel_credentials,
             insecure,

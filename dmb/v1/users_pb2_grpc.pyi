@@ -43,6 +43,10 @@ class UserServiceStub:
     """Revokes the refresh token and the access token used for this call."""
     GetUser: _grpc.UnaryUnaryMultiCallable[_users_pb2.GetUserRequest, _users_pb2.GetUserResponse]
     """Reads one account."""
+    SearchUsers: _grpc.UnaryUnaryMultiCallable[_users_pb2.SearchUsersRequest, _users_pb2.SearchUsersResponse]
+    """Finds accounts whose username or display name starts with `q` (case-insensitive), in the
+    order of the text that matched, so an exact username comes first.
+    """
     GetMe: _grpc.UnaryUnaryMultiCallable[_users_pb2.GetMeRequest, _users_pb2.GetMeResponse]
     """Reads the caller's own account, with its email (what an app shows on "your profile")."""
     UpdateProfile: _grpc.UnaryUnaryMultiCallable[_users_pb2.UpdateProfileRequest, _users_pb2.UpdateProfileResponse]
@@ -67,6 +71,10 @@ class UserServiceAsyncStub(UserServiceStub):
     """Revokes the refresh token and the access token used for this call."""
     GetUser: _aio.UnaryUnaryMultiCallable[_users_pb2.GetUserRequest, _users_pb2.GetUserResponse]  # type: ignore[assignment]
     """Reads one account."""
+    SearchUsers: _aio.UnaryUnaryMultiCallable[_users_pb2.SearchUsersRequest, _users_pb2.SearchUsersResponse]  # type: ignore[assignment]
+    """Finds accounts whose username or display name starts with `q` (case-insensitive), in the
+    order of the text that matched, so an exact username comes first.
+    """
     GetMe: _aio.UnaryUnaryMultiCallable[_users_pb2.GetMeRequest, _users_pb2.GetMeResponse]  # type: ignore[assignment]
     """Reads the caller's own account, with its email (what an app shows on "your profile")."""
     UpdateProfile: _aio.UnaryUnaryMultiCallable[_users_pb2.UpdateProfileRequest, _users_pb2.UpdateProfileResponse]  # type: ignore[assignment]
@@ -118,6 +126,16 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_users_pb2.GetUserResponse, _abc.Awaitable[_users_pb2.GetUserResponse]]:
         """Reads one account."""
+
+    @_abc_1.abstractmethod
+    def SearchUsers(
+        self,
+        request: _users_pb2.SearchUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_users_pb2.SearchUsersResponse, _abc.Awaitable[_users_pb2.SearchUsersResponse]]:
+        """Finds accounts whose username or display name starts with `q` (case-insensitive), in the
+        order of the text that matched, so an exact username comes first.
+        """
 
     @_abc_1.abstractmethod
     def GetMe(

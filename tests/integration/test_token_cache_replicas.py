@@ -6,7 +6,6 @@ in the admission round trip of every request."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import ExitStack
 from typing import Any
 
 from google.protobuf.message import Message
@@ -28,8 +27,8 @@ from serve_apps.gateway.descriptors import MethodSpec
 class Accounts:
     """Stands in for the users service, but logs out through the real account domain (Redis)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._components = Components(settings)
+    def __init__(self, components: Components) -> None:
+        self._components = components
 
     async def call(
         self,
@@ -50,15 +49,27 @@ class Accounts:
         return reply
 
 
-def _replica(settings: Settings, stack: ExitStack) -> tuple[TestClient, GatewayCore]:
-    """One gateway replica: its own core, verifier (and token cache) and Redis client."""
-    core = GatewayCore.assemble(Components(settings), Accounts(settings))
+REPLICA = "x-test-replica"  # which of the gateway cores answers a request
+
+
+def _gateway(settings: Settings, replicas: int) -> tuple[TestClient, list[GatewayCore], Any]:
+    """`replicas` gateway cores, each with its own components (verifier, token cache, Redis
+    client), served by ONE app on ONE event loop, picked per request by a header. (One
+    TestClient per replica gave each its own loop, and the stores opened on one of them hung
+    the other's shutdown.) Returns the client, the cores and a coroutine that closes them."""
+    owned = [Components(settings) for _ in range(replicas + 1)]
+    accounts = Accounts(owned[-1])
+    cores = [GatewayCore.assemble(components, accounts) for components in owned[:-1]]
 
     async def endpoint(request: Request) -> Response:
-        return await core.handle(request)
+        return await cores[int(request.headers[REPLICA])].handle(request)
+
+    async def close() -> None:
+        for components in owned:
+            await components.close()
 
     app = Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST"])])
-    return stack.enter_context(TestClient(app)), core
+    return TestClient(app), cores, close
 
 
 def _counting_verifications(core: GatewayCore) -> list[str]:
@@ -81,18 +92,22 @@ def test_a_token_logged_out_through_one_replica_is_refused_by_the_other_at_once(
     proxied = settings.with_overrides({"trusted_proxy_hops": 1})
     token = issue_token(21)
     auth = {"Authorization": f"Bearer {token}", "X-Forwarded-For": "10.21.0.1"}
-    with ExitStack() as stack:
-        (a, _), (b, core_b) = _replica(proxied, stack), _replica(proxied, stack)
-        verified_by_b = _counting_verifications(core_b)
-        for _ in range(2):  # B verifies once, then answers from its cache
-            assert b.get("/v1/users/21", headers=auth).status_code == 200
-        assert verified_by_b == [token]
+    client, (_, core_b), close = _gateway(proxied, replicas=2)
+    a, b = {**auth, REPLICA: "0"}, {**auth, REPLICA: "1"}
+    with client:
+        try:
+            verified_by_b = _counting_verifications(core_b)
+            for _ in range(2):  # B verifies once, then answers from its cache
+                assert client.get("/v1/users/21", headers=b).status_code == 200
+            assert verified_by_b == [token]
 
-        logout = a.post("/v1/auth/logout", headers=auth, json={"refresh_token": "abc_123"})
-        assert logout.status_code == 200, logout.text
+            logout = client.post("/v1/auth/logout", headers=a, json={"refresh_token": "abc_123"})
+            assert logout.status_code == 200, logout.text
 
-        refused = b.get("/v1/users/21", headers=auth)
-        assert refused.status_code == 401
-        assert refused.json()["message"] == "access token has been revoked"
-        assert verified_by_b == [token]  # refused although the signature check was a cache hit
-        assert a.get("/v1/users/21", headers=auth).status_code == 401
+            refused = client.get("/v1/users/21", headers=b)
+            assert refused.status_code == 401
+            assert refused.json()["message"] == "access token has been revoked"
+            assert verified_by_b == [token]  # refused although the signature check was cached
+            assert client.get("/v1/users/21", headers=a).status_code == 401
+        finally:
+            client.portal.call(close)  # type: ignore[union-attr]

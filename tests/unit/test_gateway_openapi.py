@@ -21,6 +21,7 @@ CONTRACT = {  # DESIGN.md §4: path -> verb -> operationId
         "delete": "FollowService_Unfollow",
     },
     "/v1/users/me": {"get": "UserService_GetMe", "patch": "UserService_UpdateProfile"},
+    "/v1/users:search": {"get": "UserService_SearchUsers"},
     "/v1/users/{user_id}/followers": {"get": "FollowService_ListFollowers"},
     "/v1/users/{user_id}/following": {"get": "FollowService_ListFollowing"},
     "/v1/users/{user_id}/stats": {"get": "FollowService_GetStats"},
