@@ -102,6 +102,16 @@ class PostgresCluster:
             self.replica.stop()
         self.primary.stop()
 
+    def stop_primary(self) -> None:
+        """Stop the primary alone ("fast" shutdown: open sessions are cut), as an outage or a
+        restart does; the replica keeps serving reads and reconnects once it is back."""
+        self.primary.stop()
+
+    def start_primary(self, timeout: float = 60.0) -> None:
+        """Start the primary again on its port and data folder (after `stop_primary`)."""
+        self.primary.start()
+        self.primary.wait_ready(lambda: self._answers(self.primary_port), timeout, "accepting SQL")
+
     def url(self, port: int) -> str:
         password = quote(self._password(), safe="")
         return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{port}/{DATABASE}"
