@@ -9,7 +9,8 @@ restart it (a relay that publishes nothing, a consumer that consumes nothing). S
 - an `Exception` out of the loop's body (a store that went away, a broker not up yet, a
   `CommitFailedError` after a rebalance) is logged with its traceback and the body is run again
   after a capped exponential backoff (`Backoff`); the body opens its connections afresh at
-  every run, so a run is a reconnect. The backoff starts over once a run stayed up for a while.
+  every run, so a run is a reconnect. The backoff starts over once a run did useful work
+  (`progressed`).
 - anything else that ends the thread without a stop being asked for (a `BaseException`, a
   bug in this retry code itself) exits the actor's process (`os._exit(1)`, after logging):
   `ray.actor.exit_actor()` cannot be called from a thread, and Ray then restarts the actor,
@@ -22,7 +23,6 @@ import asyncio
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -50,10 +50,6 @@ class Backoff:
         self.failures = 0
 
 
-# A run that stayed up this long counts as healthy: the next failure waits `initial` again.
-HEALTHY_RUN_SECONDS = 30.0
-
-
 def _exit_process(code: int) -> None:  # pragma: no cover - replaced in unit tests
     logging.shutdown()
     os._exit(code)
@@ -74,12 +70,16 @@ class BackgroundLoop:
         self._body = body
         self._backoff = backoff or Backoff()
         self._on_failure = on_failure
+        self._progressed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            self._retry_forever()
+            # One event loop for the thread's whole life: the store clients a body opens (the
+            # async Postgres pools, Redis) belong to the loop they were opened in, and a run
+            # that failed must find them working on the next one.
+            asyncio.run(self._retry_forever())
         except BaseException:
             self._log.critical(
                 "background loop %s cannot continue: exiting the process so that Ray restarts "
@@ -89,14 +89,19 @@ class BackgroundLoop:
             )
             _exit_process(1)
 
-    def _retry_forever(self) -> None:
+    def progressed(self) -> None:
+        """Called by the body once a run did useful work (a pass, a poll): the next failure
+        then waits `initial` again. A run that only tried to connect, however long, does not."""
+        self._progressed = True
+
+    async def _retry_forever(self) -> None:
         while not self.stop_requested.is_set():
-            started = time.monotonic()
+            self._progressed = False
             try:
-                asyncio.run(self._body(self.stop_requested))
+                await self._body(self.stop_requested)
             except Exception as exc:
                 self.failures += 1
-                if time.monotonic() - started >= HEALTHY_RUN_SECONDS:
+                if self._progressed:
                     self._backoff.reset()
                 delay = self._backoff.next_delay()
                 self._log.error(
@@ -109,7 +114,7 @@ class BackgroundLoop:
                 )
                 if self._on_failure is not None:
                     self._on_failure(exc)
-                self.stop_requested.wait(delay)
+                await asyncio.to_thread(self.stop_requested.wait, delay)
                 continue
             if not self.stop_requested.is_set():
                 raise RuntimeError(f"the body of {self._name} returned without a stop request")

@@ -98,7 +98,9 @@ class CdcRelay(LoopingActor):
                     )
                 log.info("relaying slot %s to %s", self._slot, self._bootstrap)
                 while not stop.is_set():
-                    if not self._relay_once(reader, producer):
+                    moved = self._relay_once(reader, producer)
+                    self._loop.progressed()
+                    if not moved:
                         time.sleep(self._idle_sleep)
             finally:
                 reader.close()

@@ -11,7 +11,7 @@ import os
 import secrets
 import shutil
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -61,6 +61,7 @@ class PostgresCluster:
     replica_port: int | None
     run_as: RunAs | None
     fast_unsafe: bool = False
+    extra_settings: dict[str, str] = field(default_factory=dict)  # beat the defaults above
 
     def __post_init__(self) -> None:
         self.bindir = find_bindir()
@@ -130,6 +131,7 @@ class PostgresCluster:
         settings = {
             **_SERVER_SETTINGS,
             **(_FAST_UNSAFE_SETTINGS if self.fast_unsafe else {}),
+            **self.extra_settings,
             "port": str(port),
             "unix_socket_directories": str(self.socket_dir),
         }
