@@ -137,6 +137,13 @@ class LoopingActor:
     def shutdown(self) -> None:
         self._loop.stop()
 
+    def _progressed(self) -> None:
+        """For the loop's body: this run did useful work (see BackgroundLoop.progressed). Safe
+        before the constructor has stored `_loop`: the thread starts inside BackgroundLoop's."""
+        loop = self.__dict__.get("_loop")
+        if loop is not None:
+            loop.progressed()
+
     def loop_failures(self) -> int:
         """How many runs of the loop failed (and were retried) in this incarnation."""
         return self._loop.failures

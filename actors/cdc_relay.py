@@ -99,7 +99,7 @@ class CdcRelay(LoopingActor):
                 log.info("relaying slot %s to %s", self._slot, self._bootstrap)
                 while not stop.is_set():
                     moved = self._relay_once(reader, producer)
-                    self._loop.progressed()
+                    self._progressed()
                     if not moved:
                         time.sleep(self._idle_sleep)
             finally:

@@ -113,7 +113,7 @@ class FeedConsumer(LoopingActor):
             while not stop.is_set():
                 records = await asyncio.to_thread(consumer.poll, 500)
                 await self._handle(consumer, handler, records)
-                self._loop.progressed()
+                self._progressed()
                 if time.monotonic() >= lag_due:
                     lag_due = time.monotonic() + LAG_EVERY_SECONDS
                     await self._report_lag(consumer)
