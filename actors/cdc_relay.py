@@ -5,7 +5,11 @@ as a Debezium-style envelope
 (dmb.stores.change_events: topic dmb.public.<table>, key = primary key), waits until the broker
 acknowledged all of them (acks=all, idempotent producer), and only then advances the slot.
 Killed at any moment, it publishes again from the last advanced position on restart:
-duplicates are possible, losses not. What it does not capture (other tables, TRUNCATE, logical
+duplicates are possible, losses not. A failed pass (Postgres restarted or failed over, the
+broker not up yet or gone, the slot invalidated) ends the run; BackgroundLoop reconnects after a
+capped exponential backoff and the relay resumes from the slot. `dmb_cdc_lag_seconds` is
+recomputed every second from `cdc.LagClock`, so it grows while the relay is stuck.
+What it does not capture (other tables, TRUNCATE, logical
 messages) is logged, counted in `dmb_cdc_skipped_total{reason}` and passed over, never retried.
 """
 
@@ -29,13 +33,25 @@ NAME = "cdc-relay"
 log = logging.getLogger("dmb.cdc_relay")
 
 
+LAG_EVERY_SECONDS = 1.0  # how often the lag gauge is recomputed, stuck or not
+
+
 class CdcRelay(LoopingActor):
-    def __init__(self, slot: str = cdc.SLOT, idle_sleep: float = 0.05) -> None:
+    """`bootstrap` replaces the settings' broker address (tests: a broker that is not up yet)."""
+
+    def __init__(
+        self, slot: str = cdc.SLOT, idle_sleep: float = 0.05, bootstrap: str | None = None
+    ) -> None:
         self._settings = process_components().settings
         self._slot = slot
         self._idle_sleep = idle_sleep
+        self._bootstrap = bootstrap or self._settings.kafka_bootstrap
         self._published = 0
-        self._lag = Gauge("dmb_cdc_lag_seconds", description="Now minus last relayed commit")
+        self._clock = cdc.LagClock(started_at=time.time())
+        self._lag = Gauge(
+            "dmb_cdc_lag_seconds",
+            description="Age of the oldest change not yet relayed (grows while the relay is stuck)",
+        )
         self._events = Counter("dmb_cdc_events_total", description="Change events published")
         self._skipped = Counter(
             "dmb_cdc_skipped_total",
@@ -43,56 +59,77 @@ class CdcRelay(LoopingActor):
             "logical messages), passed over",
             tag_keys=("reason",),
         )
-        self._loop = BackgroundLoop(NAME, self._run)
+        self._reconnects = Counter(
+            "dmb_cdc_relay_failures_total",
+            description="Relay runs that failed (Postgres or broker unreachable, slot lost) "
+            "and were retried after a backoff",
+        )
+        self._loop = BackgroundLoop(NAME, self._run, on_failure=lambda _: self._reconnects.inc())
+        self._ticker = threading.Thread(target=self._tick_lag, name=f"{NAME}-lag", daemon=True)
+        self._ticker.start()
+
+    def _tick_lag(self) -> None:
+        """Set the lag gauge every second from the clock, so that it grows while no pass
+        succeeds (a gauge set only by successful passes would freeze at its last value)."""
+        while not self._loop.stop_requested.wait(LAG_EVERY_SECONDS):
+            self._lag.set(self._clock.seconds(time.time()))
+
+    def lag_seconds(self) -> float:
+        return self._clock.seconds(time.time())
 
     async def _run(self, stop: threading.Event) -> None:
         await asyncio.to_thread(self._relay_forever, stop)
 
     def _relay_forever(self, stop: threading.Event) -> None:
+        """One run: connect to the broker and the slot, then relay until stopped. Any failure
+        (Postgres restarted, broker gone, slot invalidated) ends the run; BackgroundLoop runs it
+        again after a backoff, which reconnects both and resumes from the slot's position."""
         assert self._settings.database_url is not None
-        assert self._settings.kafka_bootstrap is not None
-        bootstrap = self._settings.kafka_bootstrap
-        ensure_topics(bootstrap, FEED_TOPICS, self._settings.kafka_topic_partitions)
-        producer = create_producer(bootstrap)
-        reader = cdc.SlotReader(self._settings.database_url.get_secret_value(), self._slot)
+        assert self._bootstrap is not None
+        ensure_topics(self._bootstrap, FEED_TOPICS, self._settings.kafka_topic_partitions)
+        producer = create_producer(self._bootstrap)
         try:
-            if reader.ensure_slot():
-                log.warning(
-                    "created the missing slot %s: earlier changes were not captured", self._slot
-                )
-            while not stop.is_set():
-                try:
+            reader = cdc.SlotReader(self._settings.database_url.get_secret_value(), self._slot)
+            try:
+                if reader.ensure_slot():
+                    log.warning(
+                        "created the missing slot %s: earlier changes were not captured",
+                        self._slot,
+                    )
+                log.info("relaying slot %s to %s", self._slot, self._bootstrap)
+                while not stop.is_set():
                     moved = self._relay_once(reader, producer)
-                except Exception:
-                    log.exception("relay pass failed; retrying from the slot's position")
-                    time.sleep(1)
-                    continue
-                if not moved:
-                    time.sleep(self._idle_sleep)
+                    self._progressed()
+                    if not moved:
+                        time.sleep(self._idle_sleep)
+            finally:
+                reader.close()
         finally:
-            reader.close()
-            producer.close()
+            producer.close(timeout=5)
 
     def _relay_once(self, reader: cdc.SlotReader, producer: Any) -> bool:
+        started = time.time()
         batch = reader.peek()
         for skipped in batch.skipped:
             log.info("skipped a %s message (%s): not captured", skipped.reason, skipped.detail)
             self._skipped.inc(1, tags={"reason": skipped.reason})
         if batch.last_lsn is None:
+            self._clock.caught_up(started)
             return False
+        self._clock.pending(batch.first_commit_ms / 1000)
         futures = [
             producer.send(change.topic, key=encode(change.key), value=encode(change.envelope()))
             for change in batch.changes
         ]
-        producer.flush()
+        producer.flush(timeout=30)
         for future in futures:
             future.get(timeout=30)  # raises if the broker did not acknowledge
         reader.advance(batch.last_lsn)  # only after every ack
         self._published += len(futures)
         if futures:
             self._events.inc(len(futures))
-        if batch.last_commit_ms:
-            self._lag.set(max(0.0, time.time() - batch.last_commit_ms / 1000))
+        self._clock.relayed(batch.last_commit_ms / 1000)
+        self._lag.set(self._clock.seconds(time.time()))
         return True
 
     def published(self) -> int:

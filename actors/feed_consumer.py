@@ -4,7 +4,11 @@ fan-out batches to that consumer's own pool of workers.
 
 Offsets are committed only after an event's fan-out is complete. If handling fails, the
 consumer seeks back to the first unhandled record of each partition and commits only what was
-done, so a crash or an error replays instead of dropping.
+done, so a crash or an error replays instead of dropping. A failure of the Kafka client itself
+(the broker not up yet or gone, a `CommitFailedError` after a rebalance took the partitions
+away) ends the run, whose `finally` closes its consumer; BackgroundLoop starts a new run after
+a capped backoff, with a new consumer that rejoins the group and resumes from the committed
+offsets, so whatever was handled but not committed is replayed (fan-out writes are idempotent).
 
 A consumer that Ray restarts after a crash runs its constructor again with the arguments it was
 first created with; it asks the PipelineSupervisor for its current share of the pool instead,
@@ -42,10 +46,15 @@ def name_of(index: int) -> str:
 
 
 class FeedConsumer(LoopingActor):
-    def __init__(self, index: int, workers: int, group_id: str = GROUP) -> None:
+    """`bootstrap` replaces the settings' broker address (tests: a broker that is not up yet)."""
+
+    def __init__(
+        self, index: int, workers: int, group_id: str = GROUP, bootstrap: str | None = None
+    ) -> None:
         self._components = process_components()
         self._index = index
         self._group_id = group_id
+        self._bootstrap = bootstrap or self._components.settings.kafka_bootstrap
         self._desired = workers
         # Restarted by Ray: `workers` is the size it was first created with; the loop asks the
         # supervisor for the current one before it makes the pool and consumes anything.
@@ -85,7 +94,7 @@ class FeedConsumer(LoopingActor):
 
     async def _run(self, stop: threading.Event) -> None:
         components = self._components
-        bootstrap = components.settings.kafka_bootstrap
+        bootstrap = self._bootstrap
         assert bootstrap is not None
         if self._pool is None:
             self._desired = await _configured_share(self._index, fallback=self._desired)
@@ -93,13 +102,18 @@ class FeedConsumer(LoopingActor):
             self._started_with = self._desired
         await components.ready()
         handler = components.feed_event_handler(self._pool)
-        consumer = create_consumer(bootstrap, self._group_id, list(FEED_TOPICS))
+        # On a thread: bootstrapping against an absent broker blocks for seconds, and the event
+        # loop must keep serving the store clients meanwhile.
+        consumer = await asyncio.to_thread(
+            create_consumer, bootstrap, self._group_id, list(FEED_TOPICS)
+        )
         self._consumers.set(1)
         lag_due = 0.0
         try:
             while not stop.is_set():
                 records = await asyncio.to_thread(consumer.poll, 500)
                 await self._handle(consumer, handler, records)
+                self._progressed()
                 if time.monotonic() >= lag_due:
                     lag_due = time.monotonic() + LAG_EVERY_SECONDS
                     await self._report_lag(consumer)

@@ -11,7 +11,7 @@ import os
 import secrets
 import shutil
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -61,6 +61,7 @@ class PostgresCluster:
     replica_port: int | None
     run_as: RunAs | None
     fast_unsafe: bool = False
+    extra_settings: dict[str, str] = field(default_factory=dict)  # beat the defaults above
 
     def __post_init__(self) -> None:
         self.bindir = find_bindir()
@@ -102,6 +103,16 @@ class PostgresCluster:
             self.replica.stop()
         self.primary.stop()
 
+    def stop_primary(self) -> None:
+        """Stop the primary alone ("fast" shutdown: open sessions are cut), as an outage or a
+        restart does; the replica keeps serving reads and reconnects once it is back."""
+        self.primary.stop()
+
+    def start_primary(self, timeout: float = 60.0) -> None:
+        """Start the primary again on its port and data folder (after `stop_primary`)."""
+        self.primary.start()
+        self.primary.wait_ready(lambda: self._answers(self.primary_port), timeout, "accepting SQL")
+
     def url(self, port: int) -> str:
         password = quote(self._password(), safe="")
         return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{port}/{DATABASE}"
@@ -120,6 +131,7 @@ class PostgresCluster:
         settings = {
             **_SERVER_SETTINGS,
             **(_FAST_UNSAFE_SETTINGS if self.fast_unsafe else {}),
+            **self.extra_settings,
             "port": str(port),
             "unix_socket_directories": str(self.socket_dir),
         }

@@ -52,6 +52,7 @@ def test_our_series_are_exported_after_a_post(serve_system: LocalSystem) -> None
         "ray_dmb_fanout_workers{",
         "ray_dmb_feed_consumers{",
         "ray_dmb_consumer_lag_messages{",
+        "ray_dmb_cdc_lag_seconds{",  # set every second by the relay, stuck or not
     ]
     deadline = time.monotonic() + 90  # each process exports every report interval
     body = ""

@@ -1,0 +1,281 @@
+"""The feed pipeline survives its dependencies (issue 12, items 2 and 4).
+
+- A relay and a feed consumer started while their broker is not up yet keep trying (capped
+  backoff) and work once the broker is there; before, the first failure killed the loop's
+  thread while the actor lived on, so Ray never restarted it and nothing was ever relayed.
+- The Postgres primary is stopped and started again (same port, same data folder) in the middle
+  of a stream of posts over HTTP: writes during the outage answer 503 within the request
+  deadline (no hang, no 500), the lag the relay reports grows while it cannot read the slot,
+  the relay reconnects and resumes from the slot, and every home feed ends up holding exactly
+  its followees' posts: nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import ray
+import requests
+
+from actors import cdc_relay, feed_consumer
+from actors.background import NAMESPACE
+from dmb.localstack.broker import KafkaBroker
+from dmb.localstack.process import free_port
+from dmb.settings import Settings
+from dmb.stores import cdc
+from dmb.stores.change_events import FEED_TOPICS
+from dmb.stores.kafka import create_consumer, decode, ensure_topics
+from entrypoints.launcher import LocalSystem
+from tests.integration.helpers import make_users
+
+
+def _eventually(check: Callable[[], bool], what: str, timeout: float = 120) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if check():
+                return time.monotonic() - started
+        except (requests.RequestException, ray.exceptions.RayError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"not reached in {timeout}s: {what}")
+
+
+def _failed_at_least(actor: Any, runs: int) -> bool:
+    return int(ray.get(actor.loop_failures.remote())) >= runs
+
+
+def _drop_slot(database_url: str, slot: str) -> None:
+    def dropped() -> bool:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            try:
+                conn.execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                    "WHERE slot_name = %s",
+                    (slot,),
+                )
+            except psycopg.errors.ObjectInUse:
+                return False
+        return True
+
+    _eventually(dropped, f"slot {slot} dropped", 30)
+
+
+def test_a_relay_and_a_consumer_started_before_their_broker_work_once_it_is_up(
+    serve_system: LocalSystem, settings: Settings, database_url: str, stack_data_dir: Path
+) -> None:
+    slot = f"dmb_cdc_late_{uuid.uuid4().hex[:8]}"
+    cdc.create_slot(database_url, slot)  # changes from now on are captured in this slot
+    port = free_port()
+    broker = KafkaBroker(stack_data_dir / f"late-broker-{port}", port)
+    relay_class: Any = ray.remote(cdc_relay.CdcRelay)
+    relay = relay_class.options(
+        name=f"test-relay-{slot}", namespace=NAMESPACE, max_restarts=-1, num_cpus=0
+    ).remote(slot=slot, bootstrap=broker.bootstrap)  # nothing listens there yet
+    consumer_class: Any = ray.remote(feed_consumer.FeedConsumer)
+    group = f"test-late-{slot}"
+    feed = consumer_class.options(
+        name=f"test-consumer-{slot}", namespace=NAMESPACE, max_restarts=-1, num_cpus=0
+    ).remote(0, 1, group_id=group, bootstrap=broker.bootstrap)
+    try:
+        (author,) = make_users(database_url, 1)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            row = conn.execute(
+                "INSERT INTO posts (author_id, content) VALUES (%s, 'before the broker') "
+                "RETURNING id",
+                (author,),
+            ).fetchone()
+        assert row is not None
+        post = int(row[0])
+        for actor in (relay, feed):
+            _eventually(partial(_failed_at_least, actor, 1), "a failed run, the loop alive")
+        stuck = ray.get(relay.lag_seconds.remote())
+        time.sleep(2)
+        assert ray.get(relay.lag_seconds.remote()) >= stuck + 1.5  # grows while stuck
+
+        broker.start()
+        ensure_topics(broker.bootstrap, FEED_TOPICS, settings.kafka_topic_partitions)
+        consumer = create_consumer(broker.bootstrap, f"test-{uuid.uuid4().hex}", [])
+        found: list[dict[str, Any]] = []
+
+        def relayed() -> bool:
+            if not consumer.subscription():
+                topics = consumer.topics()
+                if "dmb.public.posts" not in topics:
+                    return False
+                consumer.subscribe(["dmb.public.posts"])
+            for messages in consumer.poll(timeout_ms=1000).values():
+                found.extend(decode(m.value) for m in messages)
+            return any((e["after"] or {}).get("id") == post for e in found)
+
+        try:
+            _eventually(relayed, "the post relayed to the broker that came up late", 120)
+        finally:
+            consumer.close()
+        _eventually(lambda: ray.get(relay.lag_seconds.remote()) < 5, "lag back to near zero")
+        _eventually(lambda: ray.get(feed.stats.remote())["handled"] >= 1, "the consumer handles")
+    finally:
+        ray.kill(feed, no_restart=True)
+        ray.kill(relay, no_restart=True)
+        broker.stop()
+        _drop_slot(database_url, slot)
+
+
+def _whole_feed(base: str, token: str) -> list[int]:
+    seen: list[int] = []
+    cursor = ""
+    while True:
+        page = requests.get(
+            f"{base}/v1/feed",
+            params={"pageSize": "100", "cursor": cursor},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        page.raise_for_status()
+        body = page.json()
+        seen += [int(post["id"]) for post in body["posts"]]
+        cursor = body["nextCursor"]
+        if not cursor:
+            return seen
+
+
+def test_a_postgres_primary_restart_mid_stream_loses_nothing_acknowledged(
+    serve_system: LocalSystem,
+    settings: Settings,
+    database_url: str,
+    issue_token: Callable[[int], str],
+    record_property: Callable[[str, object], None],
+) -> None:
+    assert serve_system.stack is not None
+    assert serve_system.stack.postgres is not None
+    postgres = serve_system.stack.postgres
+    base = str(serve_system.addresses()["http"])
+    deadline = settings.request_timeout_seconds
+    rng = random.Random(20261202)
+    users = make_users(database_url, 12)
+    tokens = {user: issue_token(user) for user in users}
+    follows: dict[int, set[int]] = {
+        user: {other for other in users if other != user and rng.random() < 0.3} for user in users
+    }
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for user, followees in follows.items():
+            conn.execute(
+                "INSERT INTO follows (follower_id, followee_id) "
+                "SELECT %s, f FROM unnest(%s::bigint[]) AS f",
+                (user, sorted(followees)),
+            )
+    for user in users:  # active users: their feeds exist in Redis, fan-out writes into them
+        _whole_feed(base, tokens[user])
+
+    # (status or None, error, started, ended): monotonic times
+    outcomes: list[tuple[int | None, str | None, float, float]] = []
+    acknowledged: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def post(i: int) -> None:
+        author = rng.choice(users)
+        started = time.monotonic()
+        try:
+            reply = requests.post(
+                f"{base}/v1/posts",
+                json={"content": f"through the restart {i}"},
+                headers={"Authorization": f"Bearer {tokens[author]}"},
+                timeout=deadline + 10,
+            )
+        except requests.RequestException as exc:
+            with lock:
+                outcomes.append((None, type(exc).__name__, started, time.monotonic()))
+            return
+        with lock:
+            outcomes.append((reply.status_code, None, started, time.monotonic()))
+            if reply.status_code == 200:
+                acknowledged[int(reply.json()["post"]["id"])] = author
+
+    relay: Any = ray.get_actor(cdc_relay.NAME, namespace=NAMESPACE)
+    lag_while_down: list[float] = []
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for i in range(60):
+            pool.submit(post, i)
+            if i == 20:
+                postgres.stop_primary()
+                stopped_at = time.monotonic()
+            if 20 < i < 40 and i % 6 == 0:
+                lag_while_down.append(float(ray.get(relay.lag_seconds.remote(), timeout=30)))
+            if i == 40:
+                starting_at = time.monotonic()
+                postgres.start_primary()
+                restarted_at = time.monotonic()
+            time.sleep(0.2)
+    record_property("postgres_down_s", round(restarted_at - stopped_at, 1))
+
+    # The outage answered 503, within the request deadline; nothing hung, nothing was a 500.
+    unexpected = [o for o in outcomes if o[0] not in (200, 503)]
+    assert unexpected == [], unexpected
+    assert max(ended - started for *_, started, ended in outcomes) < deadline
+    # Requests that began and ended while the primary was down: every one a 503. (One that
+    # was still waiting for a connection when the primary came back may well succeed.)
+    during = [o for o in outcomes if o[2] >= stopped_at and o[3] < starting_at]
+    assert during
+    assert all(status == 503 for status, *_ in during), during
+    record_property("slowest_503_s", round(max(e - s for *_, s, e in during), 2))
+    # The lag kept growing while the relay could not read the slot.
+    assert lag_while_down == sorted(lag_while_down)
+    assert lag_while_down[-1] > lag_while_down[0]
+
+    def writes_again() -> bool:
+        author = users[0]
+        reply = requests.post(
+            f"{base}/v1/posts",
+            json={"content": "after the restart"},
+            headers={"Authorization": f"Bearer {tokens[author]}"},
+            timeout=deadline + 10,
+        )
+        if reply.status_code == 200:
+            acknowledged[int(reply.json()["post"]["id"])] = author
+        return reply.status_code == 200
+
+    _eventually(writes_again, "POST /v1/posts answers 2xx again")
+    first_2xx = min(
+        (e for status, _, s, e in outcomes if status == 200 and s >= starting_at),
+        default=time.monotonic(),
+    )
+    back = first_2xx - restarted_at
+    record_property("2xx_again_after_restart_s", round(back, 1))
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT id, author_id FROM posts WHERE author_id = ANY(%s)", (users,))
+        stored = {int(row[0]): int(row[1]) for row in rows}
+    assert set(acknowledged) <= set(stored)  # every acknowledged post is in Postgres
+
+    def expected(user: int) -> list[int]:
+        return sorted((p for p, a in stored.items() if a in follows[user]), reverse=True)
+
+    def converged() -> bool:
+        return all(_whole_feed(base, tokens[user]) == expected(user) for user in users)
+
+    _eventually(converged, "every home feed holds exactly its followees' posts", 180)
+    print(
+        f"\nprimary down {restarted_at - stopped_at:.1f} s; slowest 503 during the outage "
+        f"{max(e - s for *_, s, e in during):.2f} s; first 2xx {back:.1f} s after the restart; "
+        f"relay lag while down: {[round(lag, 1) for lag in lag_while_down]}"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _primary_running(serve_system: LocalSystem) -> Any:
+    """Whatever a test does, the session's primary runs again afterwards."""
+    yield
+    assert serve_system.stack is not None
+    assert serve_system.stack.postgres is not None
+    if not serve_system.stack.postgres.primary.alive():
+        serve_system.stack.postgres.start_primary()
