@@ -21,6 +21,7 @@ from dmb.domain.feed_events import FanoutPort, FeedEventHandler
 from dmb.domain.follows import CelebrityRule, FollowerBatches, FollowGraph
 from dmb.domain.identity import AccessTokenIssuer, TokenVerifier
 from dmb.domain.posts import Posts
+from dmb.domain.revocation import Revocations
 from dmb.domain.users import UserAccounts
 from dmb.settings import Settings, load_settings
 from dmb.stores.clients import StoreClients
@@ -54,8 +55,12 @@ class Components:
     # -- identity and admission --------------------------------------------------------------
 
     @cached_property
+    def revocations(self) -> Revocations:
+        return Revocations(self.settings, self.stores.db, self.stores.redis)
+
+    @cached_property
     def verifier(self) -> TokenVerifier:
-        return TokenVerifier(self.settings, self.stores.redis)
+        return TokenVerifier(self.settings, self.stores.redis, self.revocations)
 
     @cached_property
     def admission(self) -> Admission:
@@ -64,7 +69,9 @@ class Components:
     @cached_property
     def accounts(self) -> UserAccounts:
         issuer = AccessTokenIssuer(self.settings)
-        return UserAccounts(self.settings, self.stores.db, self.stores.redis, issuer)
+        return UserAccounts(
+            self.settings, self.stores.db, self.stores.redis, issuer, self.revocations
+        )
 
     # -- follows, posts, counters ------------------------------------------------------------
 
@@ -92,7 +99,7 @@ class Components:
 
     @cached_property
     def _rebuilder(self) -> SetRebuilder:
-        return SetRebuilder(self.stores.db, self.stores.redis)
+        return SetRebuilder(self.stores.db, self.stores.redis, self.settings.feed_ttl_seconds)
 
     @cached_property
     def author_posts(self) -> AuthorPosts:

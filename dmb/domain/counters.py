@@ -10,10 +10,12 @@ the exact values, so any drift from races heals at the next flush.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from dmb.stores.postgres import Database
 from dmb.stores.redis import LuaScript
@@ -70,8 +72,18 @@ class Counters:
 
     async def changed(self, post_id: int, field: str, delta: int) -> int:
         """Record a committed change of `delta` likes/comments; return the new count."""
-        await self._redis.sadd(self._dirty, str(post_id))  # first: the flusher must see it
-        value = await _INCREMENT_IF_PRESENT.run(self._redis, [counts_key(post_id)], [field, delta])
+        try:
+            await self._redis.sadd(self._dirty, str(post_id))  # first: the flusher must see it
+            value = await _INCREMENT_IF_PRESENT.run(
+                self._redis, [counts_key(post_id)], [field, delta]
+            )
+        except RedisError:
+            # Out of memory (or down) after the row committed: the cached hash now misses this
+            # change. Drop it (DEL is allowed under OOM) so the next read recounts the rows,
+            # then answer 503; retrying a like is idempotent.
+            with contextlib.suppress(RedisError):
+                await self._redis.delete(counts_key(post_id))
+            raise
         if value is not None:
             return int(value)
         rebuilt = await self.get([post_id])

@@ -5,8 +5,9 @@ proto/dmb/v1/users.proto and checked at the RPC boundary before these methods ru
 left here needs the database. Passwords are hashed with argon2id off the event loop. Refresh
 tokens are opaque random strings stored as SHA-256 hashes; each rotation adds a row to the
 same family, and presenting a token that was already rotated revokes the whole family (a
-stolen token was replayed). Logout revokes the family and puts the access token's `jti` on
-the Redis denylist until it would expire.
+stolen token was replayed). Logout revokes the family and the access token's `jti`, both in
+Postgres (dmb.domain.revocation; Redis only caches the latter), so no flush, eviction or Redis
+outage brings either back.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +24,10 @@ import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from dmb.domain.identity import AccessToken, AccessTokenIssuer, Caller, denylist_key
+from dmb.domain.identity import AccessToken, AccessTokenIssuer, Caller
+from dmb.domain.revocation import Revocations
 from dmb.domain.timestamps import to_timestamp
-from dmb.errors import AlreadyExists, NotFound, Unauthenticated, Unavailable
+from dmb.errors import AlreadyExists, NotFound, Unauthenticated
 from dmb.settings import Settings
 from dmb.stores.postgres import Database
 from dmb.v1 import resources_pb2
@@ -66,12 +67,18 @@ class UserAccounts:
     """The user service's domain logic, transport-free."""
 
     def __init__(
-        self, settings: Settings, db: Database, redis: aioredis.Redis, issuer: AccessTokenIssuer
+        self,
+        settings: Settings,
+        db: Database,
+        redis: aioredis.Redis,
+        issuer: AccessTokenIssuer,
+        revocations: Revocations | None = None,
     ) -> None:
         self._settings = settings
         self._db = db
         self._redis = redis
         self._issuer = issuer
+        self._revocations = revocations or Revocations(settings, db, redis)
         self._dummy_hash = _HASHER.hash(secrets.token_urlsafe(16))
 
     async def register(self, username: str, email: str, password: str) -> resources_pb2.User:
@@ -136,11 +143,7 @@ class UserAccounts:
         return Session(self._issuer.issue(int(user_id)), new_token, int(user_id))
 
     async def logout(self, caller: Caller, refresh_token: str) -> None:
-        ttl = max(1, caller.expires_at - int(time.time()))
-        try:
-            await self._redis.set(denylist_key(caller.jti), b"1", ex=ttl)
-        except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
-            raise Unavailable("cannot revoke the access token: Redis unavailable") from exc
+        await self._revocations.revoke(caller.jti, caller.user_id, caller.expires_at)
         async with self._db.transaction() as conn:
             await conn.execute(
                 "UPDATE refresh_tokens SET revoked_at = coalesce(revoked_at, now()) "
