@@ -22,6 +22,7 @@ of logout, with a "0" already cached; the "0" then lives at most DMB_REVOCATION_
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -30,7 +31,7 @@ from redis.exceptions import RedisError
 
 from dmb.errors import Unavailable
 from dmb.settings import Settings
-from dmb.stores.postgres import Database
+from dmb.stores.postgres import AsyncConn, Database
 
 log = logging.getLogger("dmb.revocation")
 
@@ -82,11 +83,21 @@ class Revocations:
         if self._db is None:
             raise Unavailable("cannot revoke the access token: no database")
         async with self._db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO revoked_access_tokens (jti, user_id, expires_at) "
-                "VALUES (%s, %s, to_timestamp(%s)) ON CONFLICT (jti) DO NOTHING",
-                (jti, user_id, expires_at + self._leeway),
-            )
+            await self.record(conn, jti, user_id, expires_at)
+        await self.cache_revoked(jti, expires_at)
+
+    async def record(self, conn: AsyncConn, jti: str, user_id: int, expires_at: int) -> None:
+        """The durable half of `revoke`, inside the caller's transaction (logout revokes the
+        refresh tokens in the same one); call `cache_revoked` once it has committed."""
+        await conn.execute(
+            "INSERT INTO revoked_access_tokens (jti, user_id, expires_at) "
+            "VALUES (%s, %s, to_timestamp(%s)) ON CONFLICT (jti) DO NOTHING",
+            (jti, user_id, expires_at + self._leeway),
+        )
+
+    async def cache_revoked(self, jti: str, expires_at: int) -> None:
+        """Mark the committed revocation in the cache: "1" over whatever is there, or, when
+        Redis refuses that (out of memory), no entry at all, so the next check asks Postgres."""
         if self._redis is None:
             return
         key = denylist_key(jti)
@@ -95,7 +106,7 @@ class Revocations:
             return
         except RedisError as exc:
             failure: RedisError = exc
-        try:  # refused (out of memory) or unreachable: at least drop a cached "0"
+        try:
             await self._redis.delete(key)
         except RedisError:
             log.warning(
@@ -105,6 +116,15 @@ class Revocations:
                 type(failure).__name__,
                 self._clear_seconds,
             )
+
+    async def cache_issued(self, jti: str, expires_at: int) -> None:
+        """A token just issued cannot be revoked yet: cache "0" (NX, best effort), so its first
+        request needs no Postgres lookup."""
+        if self._redis is None:
+            return
+        ttl = min(self._clear_seconds, self._lifetime(expires_at))
+        with contextlib.suppress(RedisError):
+            await self._redis.set(denylist_key(jti), CLEAR, ex=ttl, nx=True)
 
     async def is_revoked(self, jti: str, expires_at: int) -> bool:
         """The cache, then Postgres on a miss or when Redis cannot answer."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -109,7 +110,7 @@ class UserAccounts:
             raise Unauthenticated(BAD_LOGIN)
         user_id = int(row[0])
         refresh = await self._new_refresh_token(user_id, family_id=None)
-        return Session(self._issuer.issue(user_id), refresh, user_id)
+        return await self._session(user_id, refresh)
 
     async def refresh(self, refresh_token: str) -> Session:
         reused = False
@@ -140,17 +141,24 @@ class UserAccounts:
                 new_token = await self._insert_refresh_token(conn, int(user_id), int(family_id))
         if reused:
             raise Unauthenticated("refresh token was already used: every session of it is revoked")
-        return Session(self._issuer.issue(int(user_id)), new_token, int(user_id))
+        return await self._session(int(user_id), new_token)
+
+    async def _session(self, user_id: int, refresh_token: str) -> Session:
+        access = self._issuer.issue(user_id)
+        expires_at = int(time.time()) + access.expires_in
+        await self._revocations.cache_issued(access.jti, expires_at)
+        return Session(access, refresh_token, user_id)
 
     async def logout(self, caller: Caller, refresh_token: str) -> None:
-        await self._revocations.revoke(caller.jti, caller.user_id, caller.expires_at)
-        async with self._db.transaction() as conn:
+        async with self._db.transaction() as conn:  # both, or neither
+            await self._revocations.record(conn, caller.jti, caller.user_id, caller.expires_at)
             await conn.execute(
                 "UPDATE refresh_tokens SET revoked_at = coalesce(revoked_at, now()) "
                 "WHERE family_id = (SELECT family_id FROM refresh_tokens "
                 "                   WHERE token_hash = %s AND user_id = %s)",
                 (_hash_token(refresh_token), caller.user_id),
             )
+        await self._revocations.cache_revoked(caller.jti, caller.expires_at)
 
     async def get_user(self, caller: Caller, user_id: int) -> resources_pb2.User:
         async with self._db.reading(for_user=caller.user_id) as conn:
