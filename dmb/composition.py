@@ -20,6 +20,7 @@ from dmb.domain.feed import AuthorPosts, FeedWriter, HomeFeed, SetRebuilder
 from dmb.domain.feed_events import FanoutPort, FeedEventHandler
 from dmb.domain.follows import CelebrityRule, FollowerBatches, FollowGraph
 from dmb.domain.identity import AccessTokenIssuer, TokenVerifier
+from dmb.domain.login_guard import LoginGuard
 from dmb.domain.posts import Posts
 from dmb.domain.revocation import Revocations
 from dmb.domain.users import UserAccounts
@@ -69,8 +70,9 @@ class Components:
     @cached_property
     def accounts(self) -> UserAccounts:
         issuer = AccessTokenIssuer(self.settings)
+        guard = LoginGuard(self.settings, self.stores.redis)
         return UserAccounts(
-            self.settings, self.stores.db, self.stores.redis, issuer, self.revocations
+            self.settings, self.stores.db, self.stores.redis, issuer, guard, self.revocations
         )
 
     # -- follows, posts, counters ------------------------------------------------------------

@@ -77,6 +77,17 @@ class ResourceExhausted(DomainError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class TooManyAttempts(ResourceExhausted):
+    """Refused for now: try again after `retry_after_seconds` (HTTP Retry-After, gRPC RetryInfo)."""
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+    def __reduce__(self) -> tuple[type[TooManyAttempts], tuple[str, int]]:  # type: ignore[override]
+        return (type(self), (self.message, self.retry_after_seconds))
+
+
 class Unavailable(DomainError):
     """A store did not answer in time; safe to retry."""
 

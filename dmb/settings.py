@@ -90,6 +90,11 @@ class Settings(BaseModel):
     rate_limit_ip_capacity: int = Field(default=1000, ge=1)
     rate_limit_ip_refill_per_sec: float = Field(default=10.0, gt=0)
     rate_limit_fail_open: bool = True
+    # Per-account login backoff (dmb.domain.login_guard): free failures, then doubling locks.
+    login_free_failures: int = Field(default=5, ge=1, le=1_000)
+    login_backoff_base_seconds: float = Field(default=1.0, gt=0, le=3_600)
+    login_backoff_max_seconds: float = Field(default=900.0, gt=0, le=86_400)
+    login_failure_window_seconds: int = Field(default=3_600, ge=1, le=86_400)
 
     # Counters, transport.
     counter_flush_seconds: float = Field(default=1.0, gt=0, le=3_600)

@@ -11,7 +11,8 @@ gives it the signature Serve calls it with, in two ways with the same request me
   gateway verified (handles are unreachable from outside the cluster, so this cannot be forged)
   and the caller's `write_position`, which the gateway read during admission;
 - from outside through Serve's gRPC ingress, with `grpc_context`: then the caller must present the
-  same JWT in the `authorization` metadata, verified here exactly as the gateway does.
+  same JWT in the `authorization` metadata, verified here exactly as the gateway does, and the
+  call is charged to the same token buckets the gateway charges (`_admit`).
 Before the body runs, the request is checked against the field rules its .proto declares
 (protovalidate: serve_apps.validation) and the process's store clients are opened (once).
 
@@ -47,8 +48,9 @@ from google.protobuf.message import Message
 from grpc_status import rpc_status
 
 from dmb.composition import Components
+from dmb.domain.client_address import client_address, grpc_peer_host
 from dmb.domain.identity import Caller, bearer_token
-from dmb.errors import DomainError, Internal, Unauthenticated
+from dmb.errors import DomainError, Internal, TooManyAttempts, Unauthenticated, Unavailable
 from dmb.stores import read_your_writes
 from dmb.stores.read_your_writes import WritePosition
 from dmb.stores.redis import store_refusal
@@ -127,9 +129,14 @@ def _serve_method(
             try:
                 validation.check(request)
                 await self.components.ready()
+                if public and grpc_context is None:
+                    return await body(self, request)
+                who = None if public else await _identify(self.components, grpc_context, caller)
+                if grpc_context is not None:  # the gateway admitted its own calls already
+                    write_position = await _admit(self.components, grpc_context, who)
                 if public:
                     return await body(self, request)
-                who = await _identify(self.components, grpc_context, caller)
+                assert who is not None
                 who = await self.components.verifier.confirm(who)  # unless the gateway knew
                 with read_your_writes.known(write_position):
                     return await body(self, request, who)
@@ -198,6 +205,29 @@ async def _identify(components: Components, grpc_context: Any, caller: Caller | 
     if grpc_context is None:
         raise Unauthenticated("no caller identity")
     return await components.verifier.verify(bearer_token(_metadata(grpc_context, "authorization")))
+
+
+async def _admit(
+    components: Components, grpc_context: Any, caller: Caller | None
+) -> WritePosition | None:
+    """The gateway's admission for a call on the gRPC ingress: the same buckets (per client
+    address, and per user once authenticated), so Login over gRPC is as rate-limited as over
+    HTTP. Returns the caller's write position, read in the same round trip."""
+    address = client_address(
+        _metadata(grpc_context, "x-forwarded-for"),
+        grpc_peer_host(grpc_context.peer()),
+        components.settings.trusted_proxy_hops,
+    )
+    admitted = await components.admission.admit(address, caller)
+    decision = admitted.decision
+    if decision is None:
+        raise Unavailable("rate limiter unavailable (failing closed)")
+    if not decision.allowed:
+        wait = max(1, decision.retry_after_seconds)
+        raise TooManyAttempts(f"rate limit exceeded; retry after {wait} s", wait)
+    if admitted.revoked:
+        raise Unauthenticated("access token has been revoked")
+    return admitted.write_position
 
 
 def _metadata(grpc_context: Any, key: str) -> str | None:

@@ -26,6 +26,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from dmb.domain.identity import AccessToken, AccessTokenIssuer, Caller
+from dmb.domain.login_guard import LoginGuard
 from dmb.domain.revocation import Revocations
 from dmb.domain.timestamps import to_timestamp
 from dmb.errors import AlreadyExists, NotFound, Unauthenticated
@@ -73,12 +74,14 @@ class UserAccounts:
         db: Database,
         redis: aioredis.Redis,
         issuer: AccessTokenIssuer,
+        guard: LoginGuard,
         revocations: Revocations | None = None,
     ) -> None:
         self._settings = settings
         self._db = db
         self._redis = redis
         self._issuer = issuer
+        self._guard = guard
         self._revocations = revocations or Revocations(settings, db, redis)
         self._dummy_hash = _HASHER.hash(secrets.token_urlsafe(16))
 
@@ -100,6 +103,7 @@ class UserAccounts:
         return user_message(row, with_email=True)
 
     async def login(self, username: str, password: str) -> Session:
+        await self._guard.check(username)  # a locked account: refused before any password work
         async with self._db.reading(fresh=True) as conn:  # may follow registration at once
             cursor = await conn.execute(
                 "SELECT id, password_hash FROM users WHERE username = %s", (username,)
@@ -107,7 +111,8 @@ class UserAccounts:
             row = await cursor.fetchone()
         stored = row[1] if row else self._dummy_hash  # same work whether or not the user exists
         if not await asyncio.to_thread(_verify, stored, password) or row is None:
-            raise Unauthenticated(BAD_LOGIN)
+            raise await self._guard.failed(username) or Unauthenticated(BAD_LOGIN)
+        await self._guard.succeeded(username)
         user_id = int(row[0])
         refresh = await self._new_refresh_token(user_id, family_id=None)
         return await self._session(user_id, refresh)

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 
 from dmb.composition import Components
 from dmb.domain.admission import Admission
+from dmb.domain.client_address import client_address
 from dmb.domain.identity import Caller, TokenVerifier, bearer_token
 from dmb.errors import DomainError, Internal, Unauthenticated
 from dmb.settings import Settings
@@ -44,7 +45,7 @@ from serve_apps.gateway.descriptors import (
 from serve_apps.gateway.errors import bearer_challenge, error_response
 from serve_apps.gateway.routes import Match, RouteNotFound, RouteTable, VerbNotAllowed
 from serve_apps.gateway.transcode import TranscodeError, request_message, response_document
-from serve_apps.status_details import json_details
+from serve_apps.status_details import json_details, retry_after_header
 
 log = logging.getLogger("dmb.gateway")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -308,7 +309,12 @@ class GatewayCore:
         except DomainError as exc:
             if exc.code is grpc.StatusCode.INTERNAL:  # logged where it happened: no details
                 exc = Internal(f"internal error (request id {request_id})")
-            return error_response(exc.code, exc.message, headers, details=json_details(exc))
+            return error_response(
+                exc.code,
+                exc.message,
+                {**headers, **retry_after_header(exc)},
+                details=json_details(exc),
+            )
         except TimeoutError:
             return error_response(
                 grpc.StatusCode.DEADLINE_EXCEEDED, f"{method.full_name} timed out", headers
@@ -350,13 +356,11 @@ class GatewayCore:
         return Response(self.openapi, media_type="application/json")
 
     def _client_ip(self, request: Request) -> str:
-        hops = self.settings.trusted_proxy_hops
-        if hops:
-            forwarded = [p.strip() for p in request.headers.get("x-forwarded-for", "").split(",")]
-            forwarded = [p for p in forwarded if p]
-            if len(forwarded) >= hops:
-                return forwarded[-hops]
-        return request.client.host if request.client else "unknown"
+        return client_address(
+            request.headers.get("x-forwarded-for"),
+            request.client.host if request.client else None,
+            self.settings.trusted_proxy_hops,
+        )
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.settings.max_request_body_bytes

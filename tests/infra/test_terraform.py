@@ -270,3 +270,18 @@ def test_atlantis_plans_every_unit_and_applies_before_merge() -> None:
     steps = config["workflows"]["terragrunt"]
     assert any("terragrunt plan" in str(step) for step in steps["plan"]["steps"])
     assert any("terragrunt apply" in str(step) for step in steps["apply"]["steps"])
+
+
+def test_the_ingress_keeps_the_client_address_for_the_ip_bucket() -> None:
+    """With the NLB's default (externalTrafficPolicy Cluster) every request reaches nginx from a
+    node's address, and the per-IP bucket becomes one bucket per node."""
+    releases = {
+        name: release
+        for block in _load(MODULES / "addons" / "main.tf")["resource"]
+        for name, release in block.get("helm_release", {}).items()
+    }
+    values = "".join(str(v) for v in releases["ingress_nginx"]["values"])
+    assert re.search(r"externalTrafficPolicy\s*=\s*\"?Local", values), values
+    assert re.search(r"use-forwarded-headers\"?\s*=\s*\"?false", values), values
+    kustomization = (TERRAFORM.parent / "cluster" / "base" / "kustomization.yaml").read_text()
+    assert "DMB_TRUSTED_PROXY_HOPS=1" in kustomization  # nginx is the one trusted hop

@@ -57,11 +57,25 @@ resource "helm_release" "ingress_nginx" {
   version          = "4.12.0"
   namespace        = "ingress-nginx"
   create_namespace = true
+  # The per-IP rate limit needs the client's address. The NLB's instance targets keep it only
+  # with externalTrafficPolicy Local (Cluster SNATs every request to a node's address: one
+  # bucket per node). nginx then replaces any X-Forwarded-For a client sends with the one
+  # address it saw (use-forwarded-headers false), so the gateway, with
+  # DMB_TRUSTED_PROXY_HOPS=1 (cluster/base/kustomization.yaml), reads exactly that entry.
   values = [yamlencode({
-    controller = { service = { annotations = {
-      "service.beta.kubernetes.io/aws-load-balancer-type"   = "nlb"
-      "service.beta.kubernetes.io/aws-load-balancer-scheme" = "internet-facing"
-    } } }
+    controller = {
+      service = {
+        externalTrafficPolicy = "Local"
+        annotations = {
+          "service.beta.kubernetes.io/aws-load-balancer-type"   = "nlb"
+          "service.beta.kubernetes.io/aws-load-balancer-scheme" = "internet-facing"
+        }
+      }
+      config = {
+        "use-forwarded-headers"      = "false"
+        "compute-full-forwarded-for" = "false"
+      }
+    }
   })]
 }
 
