@@ -22,6 +22,7 @@ from dmb.domain.follows import CelebrityRule, FollowerBatches, FollowGraph
 from dmb.domain.identity import AccessTokenIssuer, TokenVerifier
 from dmb.domain.login_guard import LoginGuard
 from dmb.domain.posts import Posts
+from dmb.domain.revocation import Revocations
 from dmb.domain.user_search import UserSearch
 from dmb.domain.users import UserAccounts
 from dmb.settings import Settings, load_settings
@@ -56,8 +57,12 @@ class Components:
     # -- identity and admission --------------------------------------------------------------
 
     @cached_property
+    def revocations(self) -> Revocations:
+        return Revocations(self.settings, self.stores.db, self.stores.redis)
+
+    @cached_property
     def verifier(self) -> TokenVerifier:
-        return TokenVerifier(self.settings, self.stores.redis)
+        return TokenVerifier(self.settings, self.stores.redis, self.revocations)
 
     @cached_property
     def admission(self) -> Admission:
@@ -67,7 +72,9 @@ class Components:
     def accounts(self) -> UserAccounts:
         issuer = AccessTokenIssuer(self.settings)
         guard = LoginGuard(self.settings, self.stores.redis)
-        return UserAccounts(self.settings, self.stores.db, self.stores.redis, issuer, guard)
+        return UserAccounts(
+            self.settings, self.stores.db, self.stores.redis, issuer, guard, self.revocations
+        )
 
     @cached_property
     def user_search(self) -> UserSearch:
@@ -99,7 +106,7 @@ class Components:
 
     @cached_property
     def _rebuilder(self) -> SetRebuilder:
-        return SetRebuilder(self.stores.db, self.stores.redis)
+        return SetRebuilder(self.stores.db, self.stores.redis, self.settings.feed_ttl_seconds)
 
     @cached_property
     def author_posts(self) -> AuthorPosts:

@@ -67,10 +67,18 @@ class Settings(BaseModel):
     jwt_access_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
     jwt_refresh_ttl_seconds: int = Field(default=30 * 86_400, ge=60, le=365 * 86_400)
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    # How long Redis may cache "this access token is not revoked" (the truth is in Postgres;
+    # a logout overwrites the entry at once). Bounds the one stale window, see
+    # dmb.domain.revocation; each active token costs one primary lookup per this many seconds.
+    revocation_cache_seconds: int = Field(default=30, ge=1, le=3_600)
 
     # Feed.
     celebrity_threshold: int = Field(default=10_000, ge=1)
     feed_max_length: int = Field(default=800, ge=1, le=100_000)
+    # Time to live of a feed set (`feed:<user>`, `posts:<author>`), renewed by every read: the
+    # feed of a user who stops reading expires and is rebuilt from Postgres on their next read,
+    # so Redis memory follows active readers (docs/OPERATIONS.md, Redis memory policy).
+    feed_ttl_seconds: int = Field(default=3 * 86_400, ge=60, le=365 * 86_400)
     fanout_batch_size: int = Field(default=100, ge=1, le=10_000)
     fanout_workers: int = Field(default=4, ge=1, le=1_000)  # in all, shared by the consumers
     feed_consumers: int = Field(default=1, ge=1, le=64)

@@ -23,7 +23,11 @@ Domain errors (a broken rule, a missing post, a bad token) are answers, not fail
 - behind the gateway they propagate unchanged (Ray re-raises them there), and Serve's "Request
   failed" log line for them loses its traceback (`QuietDomainErrors`): a traceback in the logs
   means a bug, never a client's bad input.
-Anything else is a bug: logged with its traceback and answered INTERNAL.
+A Redis that is down or refuses writes (out of memory) is UNAVAILABLE (503), with a message
+saying so (`dmb.stores.redis.store_refusal`), never INTERNAL. A caller the gateway could not
+check for revocation (Redis missed or failed) is checked here, in Postgres if need be, before
+the method runs (`TokenVerifier.confirm`). Anything else is a bug: logged with its traceback
+and answered INTERNAL.
 
 The decorator also adds `Batch`, which the gateway uses under load: many calls of the service's
 RPCs in one handle call (serve_apps/gateway/coalescing.py), each run concurrently through its
@@ -49,6 +53,7 @@ from dmb.domain.identity import Caller, bearer_token
 from dmb.errors import DomainError, Internal, TooManyAttempts, Unauthenticated, Unavailable
 from dmb.stores import read_your_writes
 from dmb.stores.read_your_writes import WritePosition
+from dmb.stores.redis import store_refusal
 from dmb.v1 import options_pb2
 from serve_apps import validation
 from serve_apps.status_details import status_of
@@ -121,18 +126,25 @@ def _serve_method(
         write_position: WritePosition | None = None,
     ) -> Message:
         try:
-            validation.check(request)
-            await self.components.ready()
-            if public and grpc_context is None:
-                return await body(self, request)
-            who = None if public else await _identify(self.components, grpc_context, caller)
-            if grpc_context is not None:  # the gateway admitted its own calls already
-                write_position = await _admit(self.components, grpc_context, who)
-            if public:
-                return await body(self, request)
-            assert who is not None
-            with read_your_writes.known(write_position):
-                return await body(self, request, who)
+            try:
+                validation.check(request)
+                await self.components.ready()
+                if public and grpc_context is None:
+                    return await body(self, request)
+                who = None if public else await _identify(self.components, grpc_context, caller)
+                if grpc_context is not None:  # the gateway admitted its own calls already
+                    write_position = await _admit(self.components, grpc_context, who)
+                if public:
+                    return await body(self, request)
+                assert who is not None
+                who = await self.components.verifier.confirm(who)  # unless the gateway knew
+                with read_your_writes.known(write_position):
+                    return await body(self, request, who)
+            except Exception as exc:
+                refused = store_refusal(exc)  # Redis down or out of memory: 503, not 500
+                if refused is None:
+                    raise
+                raise refused from exc
         except DomainError as exc:
             if grpc_context is None:
                 raise

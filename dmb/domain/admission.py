@@ -2,15 +2,18 @@
 
 In one pipeline it charges the request's token buckets (ratelimit.lua: the IP bucket and, once
 authenticated, the user bucket, checked and charged atomically, all or nothing, on Redis' clock,
-so any number of gateway replicas together never admit more than a bucket allows), asks whether
-the caller's access token is on the logout denylist, and reads the caller's latest write
-position (read-your-writes, `dmb.stores.read_your_writes`), which then travels with the request
-so the service's read needs no lookup of its own. The bucket keys share the client's hash tag
-(buckets.py), so the script also works on Redis Cluster; the other two keys have slots of their
-own and ride the same round trip as pipelined commands.
+so any number of gateway replicas together never admit more than a bucket allows), reads the
+cached revocation state of the caller's access token (dmb.domain.revocation), and reads the
+caller's latest write position (read-your-writes, `dmb.stores.read_your_writes`), which then
+travels with the request so the service's read needs no lookup of its own. The bucket keys
+share the client's hash tag (buckets.py), so the script also works on Redis Cluster; the other
+two keys have slots of their own and ride the same round trip as pipelined commands.
 
-When Redis fails, the rate limit fails open by default (`DMB_RATE_LIMIT_FAIL_OPEN`), and for a
-short cool-down afterwards checks fail at once instead of each waiting for a socket timeout.
+When Redis fails (down, or refusing the script's writes when out of memory), the rate limit
+fails open by default (`DMB_RATE_LIMIT_FAIL_OPEN`), and for a short cool-down afterwards checks
+fail at once instead of each waiting for a socket timeout. Revocation never fails open: when
+the cache cannot tell (a miss, or Redis failed), the caller goes on marked unchecked and the
+service boundary asks Postgres before the method runs.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from dmb.domain.buckets import BucketSpec, BucketState, Decision, decide, degraded, request_buckets
-from dmb.domain.identity import Caller, denylist_key
+from dmb.domain.identity import Caller
+from dmb.domain.revocation import cached_state, denylist_key
 from dmb.settings import Settings
 from dmb.stores.read_your_writes import WritePosition, position_key
 from dmb.stores.redis import LuaScript, run_pipeline
@@ -43,6 +47,7 @@ class Checked:
     decision: Decision
     key_exists: bool = False
     value: str | None = None
+    read: tuple[bytes | None, ...] = ()
 
 
 class RateLimiterUnavailable(Exception):
@@ -89,9 +94,11 @@ class RateLimiter:
         buckets: Sequence[BucketSpec],
         also_exists: str | None = None,
         also_get: str | None = None,
+        also_read: Sequence[str] = (),
     ) -> Checked:
         """Charge one token from every bucket (all or nothing) and, in the same round trip,
-        tell whether the key `also_exists` exists and read the string at `also_get`."""
+        tell whether the key `also_exists` exists, read the string at `also_get`, and the raw
+        values at `also_read`."""
         if self._clock() < self._failed_until:
             raise RateLimiterUnavailable("Redis failed moments ago; not retrying yet")
         args = script_args(buckets)
@@ -102,6 +109,8 @@ class RateLimiter:
                 pipe.exists(also_exists)
             if also_get is not None:
                 pipe.get(also_get)
+            for key in also_read:
+                pipe.get(key)
 
         try:
             replies = await run_pipeline(self._redis, [SCRIPT], fill)
@@ -112,7 +121,10 @@ class RateLimiter:
         exists = bool(extra.pop(0)) if also_exists is not None else False
         value = extra.pop(0) if also_get is not None else None
         return Checked(
-            parse_reply(buckets, reply), exists, value.decode() if value is not None else None
+            parse_reply(buckets, reply),
+            exists,
+            value.decode() if value is not None else None,
+            tuple(extra),
         )
 
 
@@ -121,11 +133,17 @@ class Admitted:
     """What admission decided for one request.
 
     `decision` None: Redis is down and the limiter fails closed. `degraded`: decided without
-    Redis (the denylist could not be read and the write position is unknown)."""
+    Redis (the revocation cache could not be read and the write position is unknown).
+    `revocation`: what the cache says of the caller's token, True revoked, False not revoked,
+    None unknown (no caller, a cache miss, or Redis failed: the service must ask Postgres)."""
 
     decision: Decision | None
-    revoked: bool = False
+    revocation: bool | None = None
     write_position: WritePosition | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revocation is True
 
     @property
     def degraded(self) -> bool:
@@ -139,7 +157,8 @@ class Admission:
         self._next_failure_log = 0.0
 
     async def admit(self, client_ip: str, caller: Caller | None, exempt: bool = False) -> Admitted:
-        """Charge the request's buckets, read the denylist and the caller's write position.
+        """Charge the request's buckets, read the caller's revocation state (cached) and write
+        position.
 
         Without Redis: admitted (fail-open) or refused (fail-closed); `exempt` requests (the
         gateway's own /healthz, /openapi.json) are always admitted, so /healthz can say what is
@@ -149,13 +168,16 @@ class Admission:
         deny = denylist_key(caller.jti) if caller else None
         position = position_key(caller.user_id) if caller else None
         try:
-            checked = await self._limiter.check(buckets, also_exists=deny, also_get=position)
+            checked = await self._limiter.check(
+                buckets, also_get=position, also_read=(deny,) if deny else ()
+            )
         except RateLimiterUnavailable as exc:
             fail_open = self._settings.rate_limit_fail_open
             self._log_failure(exc, fail_open)
             return Admitted(degraded(buckets) if fail_open or exempt else None)
         written = WritePosition(caller.user_id, checked.value) if caller else None
-        return Admitted(checked.decision, checked.key_exists, written)
+        revocation = cached_state(checked.read[0]) if caller else None
+        return Admitted(checked.decision, revocation, written)
 
     def _log_failure(self, exc: Exception, fail_open: bool) -> None:
         """At most one line a second while Redis is down: every request fails the same way."""

@@ -10,13 +10,15 @@ the exact values, so any drift from races heals at the next flush.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from dmb.stores.postgres import Database
-from dmb.stores.redis import LuaScript
+from dmb.stores.redis import LuaScript, store_refusal
 
 DIRTY = "dmb:{counts}:dirty"
 FLUSHING = "dmb:{counts}:flushing"  # same hash tag as DIRTY: one slot on Redis Cluster
@@ -70,8 +72,23 @@ class Counters:
 
     async def changed(self, post_id: int, field: str, delta: int) -> int:
         """Record a committed change of `delta` likes/comments; return the new count."""
-        await self._redis.sadd(self._dirty, str(post_id))  # first: the flusher must see it
-        value = await _INCREMENT_IF_PRESENT.run(self._redis, [counts_key(post_id)], [field, delta])
+        try:
+            await self._redis.sadd(self._dirty, str(post_id))  # first: the flusher must see it
+            value = await _INCREMENT_IF_PRESENT.run(
+                self._redis, [counts_key(post_id)], [field, delta]
+            )
+        except RedisError as exc:
+            if store_refusal(exc) is None:
+                raise
+            # Out of memory (or down) after the row committed: the cached hash now misses this
+            # change. Drop it (DEL is allowed under OOM) so the next read recounts the rows, and
+            # answer the exact count from the rows: the write happened, and a 503 would make
+            # clients retry it (a second comment). Only the dirty mark is lost: the posts
+            # columns catch up at the post's next change.
+            with contextlib.suppress(RedisError):
+                await self._redis.delete(counts_key(post_id))
+            counts = (await self._recount([post_id])).get(post_id, Counts())
+            return counts.likes if field == LIKES else counts.comments
         if value is not None:
             return int(value)
         rebuilt = await self.get([post_id])
@@ -127,12 +144,15 @@ class Counters:
     async def _rebuild(self, post_ids: Sequence[int]) -> dict[int, Counts]:
         """Recount from the primary: a rebuild often follows the very like or comment that was
         just committed, which a lagging replica would miss, and the result is cached."""
+        counts = await self._recount(post_ids)
+        await self._store(list(counts.items()), only_if_missing=True)
+        return counts
+
+    async def _recount(self, post_ids: Sequence[int]) -> dict[int, Counts]:
         async with self._db.reading(fresh=True) as conn:
             cursor = await conn.execute(_RECOUNT_SQL, (list(post_ids),))
             rows = await cursor.fetchall()
-        counts = {int(r[0]): Counts(int(r[1]), int(r[2])) for r in rows}
-        await self._store(list(counts.items()), only_if_missing=True)
-        return counts
+        return {int(r[0]): Counts(int(r[1]), int(r[2])) for r in rows}
 
     async def _store(self, counts: list[tuple[int, Counts]], only_if_missing: bool = False) -> None:
         if not counts:

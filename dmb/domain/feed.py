@@ -11,16 +11,24 @@ the write is skipped and the rebuild brings the post along. A rebuild first puts
 (score 0) into the set, then reads the primary, then adds what it read: a post committed before
 the read is in the read, and a fan-out after the mark finds the set and writes. Reads only look
 at scores above 0, and an empty rebuilt set keeps just the mark.
+
+Every set has a time to live (DMB_FEED_TTL_SECONDS), set by the rebuild and renewed by every
+read (the read's EXPIRE also tells whether the set exists, in the same round trip); writes do
+not renew it. So the feed of a user who stopped reading expires, and Redis memory follows the
+active readers instead of growing with every account that ever read once. A rebuild writes to
+Redis: when Redis refuses writes (out of memory) it fails, and the read answers 503.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
 
 from dmb.domain.follows import CelebrityRule
 from dmb.domain.identity import Caller
@@ -93,17 +101,19 @@ class FeedWriter:
 
 
 async def read_windows(
-    redis: aioredis.Redis, keys: Sequence[str], upper: str, count: int | None
+    redis: aioredis.Redis, keys: Sequence[str], upper: str, count: int | None, ttl: int
 ) -> tuple[list[list[int]], list[int]]:
     """Each key's window of `count` ids (None: all) below `upper` (scores above 0: the mark is
-    skipped) and which keys are missing, from one pipeline."""
+    skipped) and which keys are missing, from one pipeline that also renews each existing key's
+    time to live to `ttl` seconds (EXPIRE answers whether the key exists; Redis allows it even
+    when out of memory)."""
     async with redis.pipeline(transaction=False) as pipe:
         for key in keys:
             if count is None:
                 pipe.zrevrangebyscore(key, upper, "(0")
             else:
                 pipe.zrevrangebyscore(key, upper, "(0", start=0, num=count)
-            pipe.exists(key)
+            pipe.expire(key, ttl)
         replies = await pipe.execute()
     windows = [[int(member) for member in replies[2 * i]] for i in range(len(keys))]
     missing = [i for i in range(len(keys)) if not replies[2 * i + 1]]
@@ -114,17 +124,28 @@ class SetRebuilder:
     """Rebuilds a lost sorted set from the primary: mark, read, add (the module docstring's
     order, which keeps a fan-out that races the rebuild from being lost)."""
 
-    def __init__(self, db: Database, redis: aioredis.Redis) -> None:
+    def __init__(self, db: Database, redis: aioredis.Redis, ttl_seconds: int) -> None:
         self._db = db
         self._redis = redis
+        self.ttl_seconds = ttl_seconds
 
     async def rebuild(self, key: str, query: str, params: tuple[Any, ...]) -> list[int]:
-        await self._redis.zadd(key, {_EMPTY_MARK: 0})
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {_EMPTY_MARK: 0})
+            pipe.expire(key, self.ttl_seconds)
+            await pipe.execute()
         async with self._db.reading(fresh=True) as conn:
             cursor = await conn.execute(query, params)
             ids = [int(row[0]) for row in await cursor.fetchall()]
         if ids:
-            await self._redis.zadd(key, {str(i): i for i in ids})
+            try:
+                await self._redis.zadd(key, {str(i): i for i in ids})
+            except RedisError:
+                # Refused half-way (out of memory): a set holding only the mark would read as
+                # an empty feed from now on. Drop it (DEL is allowed under OOM) and fail.
+                with contextlib.suppress(RedisError):
+                    await self._redis.delete(key)
+                raise
         return ids
 
 
@@ -145,7 +166,9 @@ class AuthorPosts:
 
     async def recent(self, author_id: int) -> list[int]:
         """The author's recent post ids, newest first (rebuilding the set when missing)."""
-        (cached,), missing = await read_windows(self._redis, [author_key(author_id)], "+inf", None)
+        (cached,), missing = await read_windows(
+            self._redis, [author_key(author_id)], "+inf", None, self._rebuilder.ttl_seconds
+        )
         return await self.rebuild(author_id) if missing else cached
 
 
@@ -197,7 +220,8 @@ class HomeFeed:
     async def open(self, user_id: int) -> bool:
         """Make sure the user's feed set exists, as their first read would (fan-out writes only
         reach feeds that exist): for warming feeds of active users. True when it was rebuilt."""
-        _, missing = await read_windows(self._redis, [feed_key(user_id)], "+inf", 0)
+        ttl = self._rebuilder.ttl_seconds
+        _, missing = await read_windows(self._redis, [feed_key(user_id)], "+inf", 0, ttl)
         if missing:
             await self._rebuild_feed(user_id)
         return bool(missing)
@@ -207,7 +231,8 @@ class HomeFeed:
         celebrity's set, in one round trip; missing sets are rebuilt, then read again."""
         keys = [feed_key(user), *[author_key(c) for c in celebrities]]
         upper = f"({page.after}" if page.after else "+inf"
-        windows, missing = await read_windows(self._redis, keys, upper, page.size + 1)
+        ttl = self._rebuilder.ttl_seconds
+        windows, missing = await read_windows(self._redis, keys, upper, page.size + 1, ttl)
         if missing:
             for index in missing:
                 if index == 0:
@@ -215,7 +240,7 @@ class HomeFeed:
                 else:
                     await self._authors.rebuild(celebrities[index - 1])
             again, _ = await read_windows(
-                self._redis, [keys[i] for i in missing], upper, page.size + 1
+                self._redis, [keys[i] for i in missing], upper, page.size + 1, ttl
             )
             for index, ids in zip(missing, again, strict=True):
                 windows[index] = ids

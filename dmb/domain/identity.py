@@ -2,11 +2,13 @@
 
 Tokens are verified with a pinned asymmetric algorithm (never `none`, never HS*), the key chosen
 by the token's `kid` among the configured public keys, `exp`/`nbf` with a small leeway, and `iss`
-and `aud` checked. Logged-out tokens are refused through a Redis denylist keyed by `jti`.
+and `aud` checked. Logged-out tokens are refused through the revocations of
+dmb.domain.revocation: durable in Postgres, cached in Redis under the `jti`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections import OrderedDict
@@ -16,24 +18,32 @@ from typing import Any
 import jwt
 import redis.asyncio as aioredis
 
-from dmb.errors import Unauthenticated, Unavailable
+from dmb.domain.revocation import Revocations
+from dmb.domain.revocation import denylist_key as denylist_key  # re-exported
+from dmb.errors import Unauthenticated
 from dmb.settings import Settings
 
 REQUIRED_CLAIMS = ("sub", "iat", "exp", "iss", "aud", "jti")
 
 
-def denylist_key(jti: str) -> str:
-    """Redis key that marks an access token as revoked until it would have expired anyway."""
-    return f"dmb:jwt:deny:{jti}"
-
-
 @dataclass(frozen=True)
 class Caller:
-    """The verified identity behind a request. Never built from a client-settable field."""
+    """The verified identity behind a request. Never built from a client-settable field.
+
+    `revocation_checked`: whoever built it already knows the token is not revoked (the gateway,
+    from the revocation cache it reads during admission, or `TokenVerifier.verify`). When False
+    the service boundary (serve_apps/rpc.py) asks `Revocations` before the method runs, so a
+    gateway that could not read Redis never lets a logged-out token through.
+    """
 
     user_id: int
     jti: str
     expires_at: int
+    revocation_checked: bool = False
+
+    def checked(self) -> Caller:
+        """The same caller, known not to be revoked."""
+        return dataclasses.replace(self, revocation_checked=True)
 
 
 class TokenVerifier:
@@ -42,18 +52,27 @@ class TokenVerifier:
     A token that verified is remembered (by its whole text, signature included, so no other
     string can hit the entry) until it expires: an Ed25519 check costs ~0.1 ms of CPU, a tenth
     of the gateway's per-request budget, and a client sends the same token for 15 minutes.
-    Revocation is not cached: the denylist is read on every request. A key removed from
-    settings stops verifying when processes restart, which a key rotation does anyway.
+    Revocation is not cached here: it is asked on every request (`verify`, or the gateway's
+    admission round trip). A key removed from settings stops verifying when processes restart,
+    which a key rotation does anyway. `redis` alone (no `revocations`) checks the Redis cache
+    only, and refuses as unavailable what the cache cannot tell.
     """
 
     CACHE_SIZE = 4096
 
-    def __init__(self, settings: Settings, redis: aioredis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis | None = None,
+        revocations: Revocations | None = None,
+    ) -> None:
         self._algorithm = settings.jwt_algorithm
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
-        self._redis = redis
+        if revocations is None and redis is not None:
+            revocations = Revocations(settings, None, redis)
+        self._revocations = revocations
         self._keys: dict[str, Any] = {
             kid: jwt.algorithms.get_default_algorithms()[self._algorithm].prepare_key(pem)
             for kid, pem in settings.jwt_public_keys.items()
@@ -105,16 +124,18 @@ class TokenVerifier:
         return Caller(user_id=user_id, jti=str(claims["jti"]), expires_at=int(claims["exp"]))
 
     async def verify(self, token: str) -> Caller:
-        """Signature, claims, then the logout denylist."""
-        caller = self.verify_signature(token)
-        if self._redis is not None:
-            try:
-                revoked = await self._redis.exists(denylist_key(caller.jti))
-            except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
-                raise Unavailable("cannot check token revocation: Redis unavailable") from exc
-            if revoked:
-                raise Unauthenticated("access token has been revoked")
-        return caller
+        """Signature, claims, then revocation (cache, else Postgres; never failing open)."""
+        return await self.confirm(self.verify_signature(token))
+
+    async def confirm(self, caller: Caller) -> Caller:
+        """`caller`, once known not to be revoked (asked of the revocations unless whoever built
+        it already knew). Raises Unauthenticated for a revoked token, Unavailable when neither
+        Redis nor Postgres can tell."""
+        if caller.revocation_checked or self._revocations is None:
+            return caller
+        if await self._revocations.is_revoked(caller.jti, caller.expires_at):
+            raise Unauthenticated("access token has been revoked")
+        return caller.checked()
 
 
 def bearer_token(authorization: str | None) -> str:

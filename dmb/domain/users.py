@@ -5,8 +5,9 @@ proto/dmb/v1/users.proto and checked at the RPC boundary before these methods ru
 left here needs the database. Passwords are hashed with argon2id off the event loop. Refresh
 tokens are opaque random strings stored as SHA-256 hashes; each rotation adds a row to the
 same family, and presenting a token that was already rotated revokes the whole family (a
-stolen token was replayed). Logout revokes the family and puts the access token's `jti` on
-the Redis denylist until it would expire.
+stolen token was replayed). Logout revokes the family and the access token's `jti`, both in
+Postgres (dmb.domain.revocation; Redis only caches the latter), so no flush, eviction or Redis
+outage brings either back.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from psycopg import sql
 
-from dmb.domain.identity import AccessToken, AccessTokenIssuer, Caller, denylist_key
+from dmb.domain.identity import AccessToken, AccessTokenIssuer, Caller
 from dmb.domain.login_guard import LoginGuard
+from dmb.domain.revocation import Revocations
 from dmb.domain.timestamps import to_timestamp
-from dmb.errors import AlreadyExists, NotFound, Unauthenticated, Unavailable
+from dmb.errors import AlreadyExists, NotFound, Unauthenticated
 from dmb.settings import Settings
 from dmb.stores.postgres import Database
 from dmb.v1 import resources_pb2, users_pb2
@@ -88,12 +90,14 @@ class UserAccounts:
         redis: aioredis.Redis,
         issuer: AccessTokenIssuer,
         guard: LoginGuard,
+        revocations: Revocations | None = None,
     ) -> None:
         self._settings = settings
         self._db = db
         self._redis = redis
         self._issuer = issuer
         self._guard = guard
+        self._revocations = revocations or Revocations(settings, db, redis)
         self._dummy_hash = _HASHER.hash(secrets.token_urlsafe(16))
 
     async def register(self, username: str, email: str, password: str) -> resources_pb2.User:
@@ -126,7 +130,7 @@ class UserAccounts:
         await self._guard.succeeded(username)
         user_id = int(row[0])
         refresh = await self._new_refresh_token(user_id, family_id=None)
-        return Session(self._issuer.issue(user_id), refresh, user_id)
+        return await self._session(user_id, refresh)
 
     async def refresh(self, refresh_token: str) -> Session:
         reused = False
@@ -157,21 +161,24 @@ class UserAccounts:
                 new_token = await self._insert_refresh_token(conn, int(user_id), int(family_id))
         if reused:
             raise Unauthenticated("refresh token was already used: every session of it is revoked")
-        return Session(self._issuer.issue(int(user_id)), new_token, int(user_id))
+        return await self._session(int(user_id), new_token)
+
+    async def _session(self, user_id: int, refresh_token: str) -> Session:
+        access = self._issuer.issue(user_id)
+        expires_at = int(time.time()) + access.expires_in
+        await self._revocations.cache_issued(access.jti, expires_at)
+        return Session(access, refresh_token, user_id)
 
     async def logout(self, caller: Caller, refresh_token: str) -> None:
-        ttl = max(1, caller.expires_at - int(time.time()))
-        try:
-            await self._redis.set(denylist_key(caller.jti), b"1", ex=ttl)
-        except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
-            raise Unavailable("cannot revoke the access token: Redis unavailable") from exc
-        async with self._db.transaction() as conn:
+        async with self._db.transaction() as conn:  # both, or neither
+            await self._revocations.record(conn, caller.jti, caller.user_id, caller.expires_at)
             await conn.execute(
                 "UPDATE refresh_tokens SET revoked_at = coalesce(revoked_at, now()) "
                 "WHERE family_id = (SELECT family_id FROM refresh_tokens "
                 "                   WHERE token_hash = %s AND user_id = %s)",
                 (_hash_token(refresh_token), caller.user_id),
             )
+        await self._revocations.cache_revoked(caller.jti, caller.expires_at)
 
     async def get_user(self, caller: Caller, user_id: int) -> resources_pb2.User:
         async with self._db.reading(for_user=caller.user_id) as conn:

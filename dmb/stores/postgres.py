@@ -22,6 +22,7 @@ import psycopg
 import redis.asyncio as aioredis
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from redis.exceptions import RedisError
 
 from dmb.errors import Unavailable
 from dmb.settings import Settings
@@ -121,7 +122,7 @@ class Database:
         else:
             try:
                 lsn = await read_your_writes.lookup(self._redis, for_user)
-            except (aioredis.ConnectionError, aioredis.TimeoutError):
+            except RedisError:
                 return self.primary  # cannot tell: the primary is always fresh
         if lsn is None:
             return self.replica

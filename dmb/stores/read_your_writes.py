@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 REMEMBER_SECONDS = 30
 
@@ -54,9 +55,10 @@ def known_for(user_id: int) -> WritePosition | None:
 
 
 async def record(redis: aioredis.Redis, user_id: int, lsn: str) -> None:
-    """Remember a committed write. Without Redis, reads may lag by the replica's delay; the write
-    itself is safe, so a Redis failure here is swallowed."""
-    with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError):
+    """Remember a committed write. Without Redis (down, or out of memory and refusing the SET),
+    reads may lag by the replica's delay; the write itself is safe and already committed, so a
+    Redis failure here is swallowed rather than answering 5xx for a write that happened."""
+    with contextlib.suppress(RedisError):
         await redis.set(position_key(user_id), lsn, ex=REMEMBER_SECONDS)
 
 

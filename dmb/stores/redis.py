@@ -15,10 +15,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
+from dmb.errors import Unavailable
 from dmb.settings import Settings
+
+REFUSING_WRITES = "Redis is refusing writes (out of memory: maxmemory reached); try again later"
 
 
 def create_redis(settings: Settings) -> aioredis.Redis:
@@ -74,3 +78,24 @@ async def _execute(redis: aioredis.Redis, fill: Callable[[Pipeline], None]) -> l
         if isinstance(reply, Exception):
             raise reply
     return replies
+
+
+def store_refusal(error: BaseException) -> Unavailable | None:
+    """The UNAVAILABLE answer for a Redis failure (None: not one; other errors are bugs).
+
+    Redis out of memory refuses every command that could grow its data ("OOM command not
+    allowed"); a request that needed such a write is answered 503 saying so, as is one that
+    could not reach Redis (down, timed out, loading, a read-only replica after a failover), so
+    neither becomes a 500."""
+    if isinstance(error, redis_errors.OutOfMemoryError) or (
+        isinstance(error, redis_errors.ResponseError) and str(error).startswith("OOM ")
+    ):
+        return Unavailable(REFUSING_WRITES)
+    unreachable = (
+        redis_errors.ConnectionError,  # BusyLoadingError (a restart loading its data) included
+        redis_errors.TimeoutError,
+        redis_errors.ReadOnlyError,  # a replica, during a failover
+    )
+    if isinstance(error, unreachable):
+        return Unavailable(f"Redis unavailable ({type(error).__name__}); try again later")
+    return None

@@ -1,11 +1,11 @@
 """The gateway's request path, independent of how a method is reached.
 
-route -> JWT (in-process) -> admission (one Redis round trip: every bucket, the denylist, the
-caller's write position) -> transcode -> one dispatch -> JSON. Requests refused early (404, 405,
-401) are still charged to their bucket and carry the RateLimit-* headers like every other
-response. A `Dispatcher` delivers the request message to the service: through a
-DeploymentHandle in the Serve gateway (serve_apps.gateway.app), or by a direct call in the
-single-process monolith baseline (benchmarks), so both run exactly this code.
+route -> JWT (in-process) -> admission (one Redis round trip: every bucket, the cached
+revocation state, the caller's write position) -> transcode -> one dispatch -> JSON. Requests
+refused early (404, 405, 401) are still charged to their bucket and carry the RateLimit-*
+headers like every other response. A `Dispatcher` delivers the request message to the
+service: through a DeploymentHandle in the Serve gateway (serve_apps.gateway.app), or by a
+direct call in the single-process monolith baseline (benchmarks), so both run exactly this code.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class GatewayCore:
         self.settings = settings
         self._dispatcher = dispatcher
         self._admission = admission
-        self._verifier = verifier  # signatures only: the denylist is read during admission
+        self._verifier = verifier  # signatures only: revocation is read during admission
         self._health = health
         files = descriptor_set if descriptor_set is not None else load_descriptor_set()
         self.methods = build_service_map(files)
@@ -266,6 +266,8 @@ class GatewayCore:
                 "access token has been revoked",
                 {**headers, **bearer_challenge(token_presented=True)},
             )
+        if caller is not None and admitted.revocation is False:
+            caller = caller.checked()  # else the service asks Postgres before the method runs
         if own:
             response = await self.healthz() if path == "/healthz" else self._openapi()
             response.headers.update(headers)

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import jwt
 import psycopg
 import pytest
 import ray
@@ -25,9 +26,11 @@ from ray import serve
 from actors import cdc_relay, feed_consumer
 from actors.background import NAMESPACE
 from dmb.domain.feed import author_key, feed_key
+from dmb.domain.identity import Caller
+from dmb.errors import Unauthenticated
 from dmb.settings import Settings
 from dmb.stores.kafka import create_consumer, decode
-from dmb.v1 import feed_pb2, follows_pb2, posts_pb2
+from dmb.v1 import feed_pb2, follows_pb2, posts_pb2, users_pb2
 from entrypoints.launcher import LocalSystem
 from tests.integration.helpers import as_caller, make_users, walk_pages
 
@@ -482,3 +485,113 @@ def _restarted(consumer: Any, old_pid: int) -> bool:
     except ray.exceptions.RayError:  # being restarted
         return False
     return bool(stats["pid"] != old_pid and stats["started_with"])
+
+
+def test_a_feed_has_a_time_to_live_renewed_by_reads_and_is_rebuilt_once_expired(
+    handles: dict[str, Any], r: redis.Redis, database_url: str, settings: Settings
+) -> None:
+    """Issue 12 item 9: under `volatile-lru` a key without a TTL is never evicted, so feeds must
+    carry one. Reads renew it, fan-out writes do not, and an expired feed is rebuilt."""
+    author, star, reader = make_users(database_url, 3)
+    _make_celebrity(database_url, settings, star)
+    _follow(handles, reader, author)
+    _follow(handles, reader, star)
+    _open(handles, r, reader)
+    ttl = settings.feed_ttl_seconds
+    assert ttl - 60 < r.ttl(feed_key(reader)) <= ttl
+    assert ttl - 60 < r.ttl(author_key(star)) <= ttl  # the celebrity's set too
+    r.expire(feed_key(reader), 120)
+    post = _post(handles, author, "fanned out into a feed with a short time left")
+    _eventually(lambda: _in_feed(r, reader, post), "fan-out")
+    assert r.ttl(feed_key(reader)) <= 120  # a write keeps the time left, it does not renew it
+    assert [p.id for p in _feed(handles, reader).posts] == [post]
+    assert r.ttl(feed_key(reader)) > 120  # the read renewed it
+    r.pexpire(feed_key(reader), 1)  # the reader went away long enough for the feed to expire
+    _eventually(lambda: not r.exists(feed_key(reader)), "the feed expired")
+    assert [p.id for p in _feed(handles, reader).posts] == [post]  # rebuilt from Postgres
+    assert ttl - 60 < r.ttl(feed_key(reader)) <= ttl
+
+
+def test_after_flushall_mid_stream_feeds_and_counters_rebuild_and_logout_holds(
+    serve_system: LocalSystem, handles: dict[str, Any], r: redis.Redis, database_url: str
+) -> None:
+    """Issue 12 item 6: Redis flushed while posts, likes and comments flow. Afterwards every
+    home feed is exactly its followees' posts, every post's counts are the rows' counts, and a
+    token logged out before the flush is still refused."""
+    rng = random.Random(20261202)
+    users = make_users(database_url, 12)
+    follows: dict[int, set[int]] = {user: set() for user in users}
+    for user in users:
+        for other in users:
+            if other != user and rng.random() < 0.3:
+                follows[user].add(other)
+                _follow(handles, user, other)
+    _open(handles, r, *users)
+    accounts = serve.get_deployment_handle("UserService", app_name="users")
+    name = f"f_{uuid.uuid4().hex[:12]}"
+    accounts.Register.remote(
+        users_pb2.RegisterRequest(username=name, email=f"{name}@example.com", password="pw-12345")
+    ).result()
+    login = accounts.Login.remote(
+        users_pb2.LoginRequest(username=name, password="pw-12345")
+    ).result()
+    claims = jwt.decode(login.access_token, options={"verify_signature": False})
+    leaving = Caller(user_id=login.user_id, jti=claims["jti"], expires_at=claims["exp"])
+    accounts.Logout.remote(
+        users_pb2.LogoutRequest(refresh_token=login.refresh_token), caller=leaving
+    ).result()
+
+    authors_of: dict[int, int] = {}
+    for i in range(30):
+        author = rng.choice(users)
+        post = _post(handles, author, f"flush stream {i}")
+        authors_of[post] = author
+        for fan in rng.sample(users, 3):
+            handles["posts"].LikePost.remote(
+                posts_pb2.LikePostRequest(post_id=post), caller=as_caller(fan)
+            ).result()
+        if i % 4 == 0:
+            handles["posts"].AddComment.remote(
+                posts_pb2.AddCommentRequest(post_id=post, content=f"comment {i}"),
+                caller=as_caller(rng.choice(users)),
+            ).result()
+        if i == 15:
+            r.flushall()  # feeds, recent sets, counters, dirty sets, cached revocations: gone
+
+    def expected(user: int) -> list[int]:
+        return sorted((p for p, a in authors_of.items() if a in follows[user]), reverse=True)
+
+    def converged() -> bool:
+        return all(_whole_feed(handles, user) == expected(user) for user in users)
+
+    _eventually(converged, "every home feed holds exactly its followees' posts", 180)
+    with psycopg.connect(database_url) as conn:
+        truth = {
+            int(row[0]): (int(row[1]), int(row[2]))
+            for row in conn.execute(
+                "SELECT p.id, (SELECT count(*) FROM likes l WHERE l.post_id = p.id), "
+                "(SELECT count(*) FROM comments c WHERE c.post_id = p.id) "
+                "FROM posts p WHERE p.id = ANY(%s)",
+                (list(authors_of),),
+            )
+        }
+    for post_id in authors_of:
+        got = (
+            handles["posts"]
+            .GetPost.remote(posts_pb2.GetPostRequest(post_id=post_id), caller=as_caller(users[0]))
+            .result()
+            .post
+        )
+        assert (got.like_count, got.comment_count) == truth[post_id]
+    assert sum(likes for likes, _ in truth.values()) == 3 * len(authors_of)
+
+    with pytest.raises(Unauthenticated, match="revoked"):
+        _ = (
+            handles["feed"]
+            .GetHomeFeed.remote(feed_pb2.GetHomeFeedRequest(), caller=leaving)
+            .result()
+        )
+    with pytest.raises(Unauthenticated):
+        accounts.Refresh.remote(
+            users_pb2.RefreshRequest(refresh_token=login.refresh_token)
+        ).result()

@@ -8,11 +8,13 @@ minted directly, so it needs none of them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import redis
 import requests
 
 from dmb.settings import Settings
@@ -282,3 +284,97 @@ def test_preflights_reach_the_gateway_through_serve_and_no_origin_is_allowed_by_
     assert preflight.status_code == 403, preflight.text  # answered by the gateway, not a 405
     assert preflight.json()["code"] == 7
     assert "Access-Control-Allow-Origin" not in preflight.headers
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def _logout(base: str, session: dict[str, Any]) -> None:
+    out = requests.post(
+        f"{base}/v1/auth/logout",
+        json={"refreshToken": session["refreshToken"]},
+        headers=session["headers"],
+        timeout=30,
+    )
+    assert out.status_code == 200, out.text
+
+
+def _refresh(base: str, session: dict[str, Any]) -> requests.Response:
+    return requests.post(
+        f"{base}/v1/auth/refresh", json={"refreshToken": session["refreshToken"]}, timeout=30
+    )
+
+
+def test_after_flushall_logged_out_tokens_stay_refused(base: str, r: redis.Redis) -> None:
+    """Issue 12 item 6: revocation must not live only in a cache that can be flushed."""
+    _needs("users")
+    gone, staying = _register_and_login(base), _register_and_login(base)
+    _logout(base, gone)
+    r.flushall()
+    refused = requests.get(f"{base}/v1/users/{gone['userId']}", headers=gone["headers"], timeout=30)
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["message"] == "access token has been revoked"
+    assert _refresh(base, gone).status_code == 401
+    me = requests.get(
+        f"{base}/v1/users/{staying['userId']}", headers=staying["headers"], timeout=30
+    )
+    assert me.status_code == 200, me.text
+    assert _refresh(base, staying).status_code == 200
+
+
+@contextmanager
+def _out_of_memory(r: redis.Redis) -> Iterator[None]:
+    """Redis refusing every write that could grow its data, as a full ElastiCache node does."""
+    limit = str(r.config_get("maxmemory")["maxmemory"])
+    policy = str(r.config_get("maxmemory-policy")["maxmemory-policy"])
+    r.config_set("maxmemory-policy", "noeviction")
+    r.config_set("maxmemory", 1)
+    try:
+        yield
+    finally:
+        r.config_set("maxmemory", limit)
+        r.config_set("maxmemory-policy", policy)
+
+
+def test_with_redis_out_of_memory_limits_fail_open_logout_holds_and_writes_get_503(
+    base: str, r: redis.Redis
+) -> None:
+    """Issue 12 item 9: the rate limit may fail open, the logout check may not; a request that
+    needs a Redis write (rebuilding a feed) is 503 saying why, never 500, and a write already
+    committed in Postgres is not answered 503."""
+    _needs("users", "posts", "feed")
+    gone, me, later = (_register_and_login(base) for _ in range(3))
+    post = requests.post(
+        f"{base}/v1/posts", json={"content": "x"}, headers=me["headers"], timeout=30
+    )
+    assert post.status_code == 200, post.text
+    post_id = post.json()["post"]["id"]
+    _logout(base, gone)
+    with _out_of_memory(r):
+        refused = requests.get(
+            f"{base}/v1/users/{gone['userId']}", headers=gone["headers"], timeout=30
+        )
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["message"] == "access token has been revoked"
+        read = requests.get(f"{base}/v1/users/{me['userId']}", headers=me["headers"], timeout=30)
+        assert read.status_code == 200, read.text  # the rate limiter failed open
+        feed = requests.get(f"{base}/v1/feed", headers=me["headers"], timeout=30)  # a rebuild
+        assert feed.status_code == 503, feed.text
+        assert feed.json()["code"] == 14
+        assert "Redis is refusing writes (out of memory" in feed.json()["message"]
+        # Committed in Postgres before Redis refused the counter: answered from the rows.
+        like = requests.post(f"{base}/v1/posts/{post_id}/likes", headers=me["headers"], timeout=30)
+        assert like.status_code == 200, like.text
+        assert like.json() == {"likeCount": "1"}
+        _logout(base, later)  # durable in Postgres although Redis refuses the cache entry
+        after = requests.get(
+            f"{base}/v1/users/{later['userId']}", headers=later["headers"], timeout=30
+        )
+        assert after.status_code == 401, after.text
+    assert requests.get(f"{base}/v1/feed", headers=me["headers"], timeout=30).status_code == 200
+    got = requests.get(f"{base}/v1/posts/{post_id}", headers=me["headers"], timeout=30)
+    assert got.json()["post"]["likeCount"] == "1"  # the cached hash did not miss the like

@@ -85,3 +85,28 @@ def test_badly_named_or_gapped_folders_are_refused(
 ) -> None:
     with pytest.raises(MigrationError, match=message):
         discover(_write(tmp_path, files))
+
+
+def test_revocations_are_a_table_with_an_expiry_index(scratch_database: str) -> None:
+    """0005: revoked access tokens live in Postgres (Redis only caches them), and both token
+    tables can be pruned by expiry without a scan."""
+    migrate(scratch_database)
+    with psycopg.connect(scratch_database) as conn:
+        columns = {
+            row[0]: row[1]
+            for row in conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = 'revoked_access_tokens'"
+            )
+        }
+        indexes = {
+            row[0]
+            for row in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")
+        }
+    assert columns == {
+        "jti": "text",
+        "user_id": "bigint",
+        "expires_at": "timestamp with time zone",
+        "revoked_at": "timestamp with time zone",
+    }
+    assert {"revoked_access_tokens_expires_idx", "refresh_tokens_expires_idx"} <= indexes

@@ -10,6 +10,7 @@ import grpc
 import jwt
 import psycopg
 import pytest
+import redis
 from ray import serve
 
 from dmb.domain.identity import Caller, TokenVerifier
@@ -205,3 +206,32 @@ def test_grpc_ingress_requires_the_same_jwt(
         stub.GetUser(pb.GetUserRequest(user_id=1), metadata=grpc_metadata("users", token))
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
     assert issue_token(registered.user.id)
+
+
+def test_over_grpc_a_logged_out_token_stays_refused_after_flushall(
+    stub: users_pb2_grpc.UserServiceStub, settings: Settings
+) -> None:
+    """The gRPC ingress checks revocation itself (no gateway in front): Postgres decides when
+    Redis has lost the cached answer."""
+    name = _name()
+    stub.Register(
+        pb.RegisterRequest(username=name, email=f"{name}@example.com", password=PASSWORD),
+        metadata=grpc_metadata("users"),
+    )
+    session = stub.Login(
+        pb.LoginRequest(username=name, password=PASSWORD), metadata=grpc_metadata("users")
+    )
+    stub.Logout(
+        pb.LogoutRequest(refresh_token=session.refresh_token),
+        metadata=grpc_metadata("users", session.access_token),
+    )
+    assert settings.redis_url is not None
+    with redis.Redis.from_url(settings.redis_url.get_secret_value()) as client:
+        client.flushall()
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.GetUser(
+            pb.GetUserRequest(user_id=session.user_id),
+            metadata=grpc_metadata("users", session.access_token),
+        )
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "revoked" in str(refused.value.details())

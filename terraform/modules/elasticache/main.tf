@@ -23,7 +23,9 @@ module "redis" {
   subnet_ids                 = var.subnet_ids
   create_parameter_group     = true
   parameter_group_family     = "redis7"
-  parameters                 = [{ name = "maxmemory-policy", value = "volatile-lru" }]
+  # Evict only keys with a TTL (every cache key has one; the counters' dirty sets do not and
+  # must stay). Why, and what happens at the limit: docs/OPERATIONS.md, "Redis memory policy".
+  parameters = [{ name = "maxmemory-policy", value = "volatile-lru" }]
   security_group_rules = {
     from_nodes = {
       type                         = "ingress"
