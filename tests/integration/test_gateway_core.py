@@ -139,7 +139,10 @@ def test_ip_bucket_limits_each_forwarded_client(settings: Settings) -> None:
 
 
 def test_every_refusal_carries_rate_limit_headers_and_spends_a_token(proxied: Settings) -> None:
-    for client in _client(proxied, Recorder(_login_reply)):
+    # Next to no refill: at the session's 10 tokens/s, a machine slow enough to spend 100 ms
+    # between two of these requests gave a token back and the count came out one short.
+    slow_refill = proxied.with_overrides({"rate_limit_ip_refill_per_sec": 0.001})
+    for client in _client(slow_refill, Recorder(_login_reply)):
         addr = _fresh_ip()
         missing = client.get("/v1/nothing/here", headers=_from(addr))
         assert missing.status_code == 404
