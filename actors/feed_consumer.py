@@ -26,12 +26,13 @@ from typing import Any
 
 import ray
 from ray import serve
-from ray.util.metrics import Gauge
+from ray.util.metrics import Counter, Gauge
 
 from actors.background import BackgroundLoop, LoopingActor, ensure_singleton
 from actors.fanout_pool import FanoutPool
 from dmb.composition import process_components
 from dmb.domain.feed_events import FeedEventHandler
+from dmb.stores import dead_letters
 from dmb.stores.change_events import FEED_TOPICS, decode_event
 from dmb.stores.kafka import consumer_lag, create_consumer, decode
 
@@ -69,6 +70,13 @@ class FeedConsumer(LoopingActor):
         )
         # One series per consumer actor (Ray tags each with its worker): sum() is the count.
         self._consumers = Gauge("dmb_feed_consumers", description="Feed consumers running")
+        self._dead_lettered = Counter(
+            "dmb_dlq_events_total",
+            description="Change events sent to the dead-letter topic after repeated failures",
+            tag_keys=("topic",),
+        )
+        self._failures: dict[tuple[str, int, int], int] = {}  # origin -> failed attempts
+        self._dead_letters: dead_letters.DeadLetterWriter | None = None
         self._loop = BackgroundLoop(name_of(index), self._run)
 
     def resize(self, workers: int) -> int:
@@ -143,7 +151,11 @@ class FeedConsumer(LoopingActor):
                     event = decode_event(message.topic, decode(message.value))
                     if event is not None:
                         await handler.handle(event)
-                except Exception:
+                    if self._failures:
+                        self._failures.pop((message.topic, message.partition, message.offset), None)
+                except Exception as exc:
+                    if await self._gave_up_on(message, exc):
+                        continue  # dead-lettered: the partition moves on
                     log.exception("event %s@%s failed; will replay", partition, message.offset)
                     consumer.seek(partition, message.offset)
                     for other, rest in records.items():  # partitions not reached yet
@@ -156,6 +168,41 @@ class FeedConsumer(LoopingActor):
             done.add(partition)
         if records:
             await asyncio.to_thread(consumer.commit)
+
+    async def _gave_up_on(self, message: Any, error: Exception) -> bool:
+        """Count one more failure of `message`; at the limit, publish it to the dead-letter
+        topic (waiting for the ack) and say so, so the caller skips it. A broker that cannot
+        take the dead letter leaves the event to be replayed like any failure."""
+        if not dead_letters.counts_towards_the_limit(error, (ray.exceptions.RayError,)):
+            return False  # an outage (a store, a fan-out worker): replay until it is over
+        origin = (message.topic, message.partition, message.offset)
+        attempts = self._failures.get(origin, 0) + 1
+        if attempts < self._components.settings.feed_event_max_attempts:
+            if len(self._failures) >= 10_000:  # failures of events handled elsewhere since
+                self._failures.clear()
+            self._failures[origin] = attempts
+            return False
+        entry = dead_letters.entry_of(message, error, self._group_id, attempts)
+        try:
+            if self._dead_letters is None:
+                assert self._bootstrap is not None
+                self._dead_letters = await asyncio.to_thread(
+                    dead_letters.DeadLetterWriter, self._bootstrap
+                )
+            await asyncio.to_thread(self._dead_letters.publish, entry)
+        except Exception as exc:
+            log.warning("could not dead-letter %s@%s (%r); will replay", origin, attempts, exc)
+            return False
+        self._failures.pop(origin, None)
+        self._dead_lettered.inc(1, tags={"topic": message.topic})
+        log.error(
+            "event %s partition %s offset %s failed %d times (%s): sent to %s, moving on",
+            *origin,
+            attempts,
+            entry["error"],
+            dead_letters.TOPIC,
+        )
+        return True
 
 
 async def _configured_share(index: int, fallback: int) -> int:

@@ -83,6 +83,8 @@ class Settings(BaseModel):
     fanout_workers: int = Field(default=4, ge=1, le=1_000)  # in all, shared by the consumers
     feed_consumers: int = Field(default=1, ge=1, le=64)
     kafka_topic_partitions: int = Field(default=8, ge=1, le=1_000)
+    # Failed attempts at one change event before it is dead-lettered (dmb.stores.dead_letters).
+    feed_event_max_attempts: int = Field(default=5, ge=1, le=1_000)
 
     # Rate limiting (token buckets).
     rate_limit_user_capacity: int = Field(default=100, ge=1)

@@ -86,6 +86,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     seed.set_defaults(handler=_seed)
 
+    dlq = commands.add_parser("dlq", help="events the feed consumer set aside (dead letters)")
+    dlq_commands = dlq.add_subparsers(required=True, metavar="ACTION")
+    dlq_list = dlq_commands.add_parser("list", help="show every dead letter, replayed or not")
+    dlq_list.add_argument("--json", action="store_true", help="one JSON document")
+    dlq_list.set_defaults(handler=_dlq_list)
+    dlq_replay = dlq_commands.add_parser(
+        "replay", help="send the dead letters not replayed yet back to their topics"
+    )
+    dlq_replay.set_defaults(handler=_dlq_replay)
+
     codegen = commands.add_parser("codegen", help="regenerate stubs from proto/")
     codegen.add_argument("--check", action="store_true", help="fail if generated code is stale")
     codegen.set_defaults(handler=_codegen)
@@ -235,6 +245,48 @@ def _database_url(settings: Settings) -> str:
         raise StackError("no DMB_DATABASE_URL set and no local stack running (run `dmb up`)")
     cluster = PostgresCluster(data_dir / "postgres", int(primary["port"]), None, run_as=None)
     return cluster.primary_url
+
+
+def _kafka_bootstrap(settings: Settings) -> str:
+    """DMB_KAFKA_BOOTSTRAP, else the broker of the local stack running on the data folder."""
+    if settings.kafka_bootstrap:
+        return settings.kafka_bootstrap
+    state = read_state(settings.data_dir.resolve())
+    broker = (state or {}).get("components", {}).get("broker")
+    if not broker:
+        raise StackError("no DMB_KAFKA_BOOTSTRAP set and no local stack running (run `dmb up`)")
+    return f"127.0.0.1:{broker['port']}"
+
+
+def _dlq_list(settings: Settings, args: argparse.Namespace) -> int:
+    from dmb.stores import dead_letters
+
+    letters = dead_letters.list_dead_letters(_kafka_bootstrap(settings))
+    if args.json:
+        listed = [{"offset": x.offset, "replayed": x.replayed, **x.entry} for x in letters]
+        print(json.dumps(listed, indent=2))
+        return 0
+    if not letters:
+        print(f"no dead letters in {dead_letters.TOPIC}")
+    for letter in letters:
+        entry = letter.entry
+        mark = "replayed" if letter.replayed else "pending "
+        print(
+            f"{letter.offset:>6} {mark} {entry['topic']}[{entry['partition']}]@{entry['offset']} "
+            f"after {entry['attempts']} attempts: {entry['error']}"
+        )
+    return 0
+
+
+def _dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from dmb.stores import dead_letters
+
+    sent = dead_letters.replay(_kafka_bootstrap(settings))
+    for letter in sent:
+        entry = letter.entry
+        print(f"replayed {letter.offset}: back to {entry['topic']} (was @{entry['offset']})")
+    print(f"{len(sent)} dead letter(s) replayed")
+    return 0
 
 
 def _seed(settings: Settings, args: argparse.Namespace) -> int:
