@@ -27,13 +27,23 @@ from actors.background import BackgroundLoop, LoopingActor, ensure_singleton
 from dmb.composition import process_components
 from dmb.stores import cdc
 from dmb.stores.change_events import FEED_TOPICS
-from dmb.stores.kafka import create_producer, encode, ensure_topics
+from dmb.stores.kafka import create_producer, encode, ensure_topics, topic_exists
 
 NAME = "cdc-relay"
 log = logging.getLogger("dmb.cdc_relay")
 
 
 LAG_EVERY_SECONDS = 1.0  # how often the lag gauge is recomputed, stuck or not
+
+
+# A topic the relay creates on a broker the first time it sees it: a broker without it has
+# lost what it held (see _recover_if_the_broker_lost_its_data). Checked every few seconds.
+MARKER_TOPIC = "dmb.pipeline.marker"
+MARKER_CHECK_SECONDS = 2.0
+
+
+class BrokerLostData(RuntimeError):
+    """The broker no longer has the marker topic: the run ends and the next one recovers."""
 
 
 class CdcRelay(LoopingActor):
@@ -78,7 +88,29 @@ class CdcRelay(LoopingActor):
         return self._clock.seconds(time.time())
 
     async def _run(self, stop: threading.Event) -> None:
+        await self._recover_if_the_broker_lost_its_data()
         await asyncio.to_thread(self._relay_forever, stop)
+
+    async def _recover_if_the_broker_lost_its_data(self) -> None:
+        """Before relaying: a broker without our marker topic is new, or lost its data (an
+        in-memory broker restarted). Whatever it had acknowledged and not yet delivered is gone,
+        and the slot has moved past it, so no replay brings it back: drop the feed caches,
+        which rebuild from Postgres on their next read, and only then plant the marker (a crash
+        in between repeats the drop, which is harmless)."""
+        assert self._bootstrap is not None
+        if await asyncio.to_thread(topic_exists, self._bootstrap, MARKER_TOPIC):
+            return
+        components = process_components()
+        await components.ready()
+        dropped = await components.feed_writer.forget_all()
+        log.warning(
+            "the broker has no %s topic: it is new, or it lost its data (an in-memory broker "
+            "restarted), and events it acknowledged may be gone; dropped %d feed and author "
+            "sets, which rebuild from Postgres on their next read",
+            MARKER_TOPIC,
+            dropped,
+        )
+        await asyncio.to_thread(ensure_topics, self._bootstrap, [MARKER_TOPIC], 1)
 
     def _relay_forever(self, stop: threading.Event) -> None:
         """One run: connect to the broker and the slot, then relay until stopped. Any failure
@@ -97,7 +129,12 @@ class CdcRelay(LoopingActor):
                         self._slot,
                     )
                 log.info("relaying slot %s to %s", self._slot, self._bootstrap)
+                marker_due = time.monotonic() + MARKER_CHECK_SECONDS
                 while not stop.is_set():
+                    if time.monotonic() >= marker_due:
+                        marker_due = time.monotonic() + MARKER_CHECK_SECONDS
+                        if not topic_exists(self._bootstrap, MARKER_TOPIC):
+                            raise BrokerLostData(f"{MARKER_TOPIC} is gone from the broker")
                     moved = self._relay_once(reader, producer)
                     self._progressed()
                     if not moved:

@@ -67,6 +67,24 @@ class FeedWriter:
         self._redis = redis
         self._max = max_length
 
+    async def forget_all(self) -> int:
+        """Drop every home feed and author set; each is rebuilt from Postgres on its next read.
+
+        For when the event stream lost events it had acknowledged (a broker that restarted
+        without its data): the sets may miss posts that no replay will bring, and Postgres is
+        the source of truth. Returns how many keys went."""
+        dropped = 0
+        for pattern in (feed_key(0).replace("0", "*"), author_key(0).replace("0", "*")):
+            batch: list[str] = []
+            async for key in self._redis.scan_iter(match=pattern, count=1_000):
+                batch.append(key)
+                if len(batch) >= 1_000:
+                    dropped += int(await self._redis.unlink(*batch))
+                    batch = []
+            if batch:
+                dropped += int(await self._redis.unlink(*batch))
+        return dropped
+
     async def add_to_feeds(self, post_id: int, user_ids: Sequence[int]) -> None:
         """One pipelined round trip: add the post to each existing feed and trim it."""
         await self._add_if_present([(feed_key(user), [post_id]) for user in user_ids])

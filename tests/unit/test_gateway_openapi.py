@@ -194,3 +194,11 @@ def test_replies_about_the_caller_link_only_to_reads(document: dict[str, Any]) -
         links = document["paths"]["/v1/users/me"][verb]["responses"]["200"].get("links", {})
         assert "FollowService_Follow" not in links
         assert "FollowService_GetStats" in links
+
+
+def test_the_search_query_is_a_required_parameter(document: dict[str, Any]) -> None:
+    """Omitted, `q` is refused (400): the document must say so, or generated clients and
+    fuzzers send searches without one."""
+    parameters = document["paths"]["/v1/users:search"]["get"]["parameters"]
+    (q,) = [p for p in parameters if p["name"] == "q"]
+    assert q["required"] is True
