@@ -14,9 +14,8 @@ implicit transaction would add a BEGIN and a COMMIT to each; writes open explici
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
-import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -35,24 +34,6 @@ log = logging.getLogger("dmb.postgres")
 AsyncConn = psycopg.AsyncConnection[TupleRow]
 
 
-# Connections idle longer than this are checked (one empty round trip) before they are handed
-# out. After a Postgres restart or failover every pooled connection is dead, and without a check
-# each one would fail one request (a 503) before the pool replaced it; a busy pool reuses
-# connections within milliseconds and pays nothing.
-IDLE_CHECK_SECONDS = 1.0
-_returned_at: weakref.WeakKeyDictionary[AsyncConn, float] = weakref.WeakKeyDictionary()
-
-
-async def _note_return(conn: AsyncConn) -> None:
-    _returned_at[conn] = time.monotonic()
-
-
-async def _check_if_idle(conn: AsyncConn) -> None:
-    """Raise for a dead connection (the pool then discards it and hands out another)."""
-    if time.monotonic() - _returned_at.get(conn, 0.0) > IDLE_CHECK_SECONDS:
-        await AsyncConnectionPool.check_connection(conn)
-
-
 class Database:
     """Connection pools for the primary and (optionally) the replica."""
 
@@ -62,6 +43,8 @@ class Database:
         self._timeout = settings.store_timeout_seconds
         self._redis = redis  # None: no read-your-writes tracking (reads go to the replica)
         self._writers: dict[AsyncConn, int] = {}  # open transactions that asked for RYW
+        self._purging: set[str] = set()  # pools being checked after a connection failed
+        self._purges: set[asyncio.Task[None]] = set()
         self.primary = self._pool(settings.database_url.get_secret_value(), settings, "primary")
         replica_url = settings.database_replica_url
         self.replica = (
@@ -76,8 +59,6 @@ class Database:
             timeout=settings.store_timeout_seconds,
             name=name,
             open=False,
-            check=_check_if_idle,
-            reset=_note_return,
             kwargs={
                 "autocommit": True,
                 "connect_timeout": max(1, int(settings.store_timeout_seconds)),
@@ -153,6 +134,21 @@ class Database:
             row = await cursor.fetchone()
         return self.replica if row is not None and row[0] else self.primary
 
+    def _purge_soon(self, pool: AsyncConnectionPool[AsyncConn]) -> None:
+        if pool.name not in self._purging:
+            self._purging.add(pool.name)
+            task = asyncio.get_running_loop().create_task(self._purge(pool))
+            self._purges.add(task)
+            task.add_done_callback(self._purges.discard)
+
+    async def _purge(self, pool: AsyncConnectionPool[AsyncConn]) -> None:
+        try:
+            await pool.check()  # discards the broken idle connections and replaces them
+        except Exception as exc:  # still down: the next failure tries again
+            log.info("database (%s) pool check failed: %s", pool.name, type(exc).__name__)
+        finally:
+            self._purging.discard(str(pool.name))
+
     @asynccontextmanager
     async def _connection(self, pool: AsyncConnectionPool[AsyncConn]) -> AsyncIterator[AsyncConn]:
         try:
@@ -164,4 +160,7 @@ class Database:
             # psycopg's text names the server and the user ('connection to server at "db.internal"
             # ... for user "dmb"'): neither goes into a reply, and the log gets only its class.
             log.warning("database (%s) unavailable: %s", pool.name, type(exc).__name__)
+            # After a restart or failover every idle pooled connection is dead: have the pool
+            # test them all now, so this request is the only one that fails on one.
+            self._purge_soon(pool)
             raise Unavailable(f"database ({pool.name}) unavailable") from exc

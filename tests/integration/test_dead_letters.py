@@ -22,7 +22,8 @@ from dmb.stores.kafka import create_producer, encode
 from entrypoints.launcher import LocalSystem
 
 DMB = [sys.executable, "-m", "entrypoints.cli"]
-POSTS = "dmb.public.posts"
+# Follows, not posts: other tests read dmb.public.posts from the start and decode every record.
+POSTS = "dmb.public.follows"
 
 
 def _eventually(check: Callable[[], Any], what: str, timeout: float = 120) -> Any:
@@ -59,7 +60,7 @@ def test_a_poison_event_is_dead_lettered_and_its_partition_moves_on(
     assert bootstrap is not None
     poison = b'{"not json ' + uuid.uuid4().hex.encode()
     producer = create_producer(bootstrap)
-    sent = producer.send(POSTS, key=encode({"id": 1}), value=poison).get(timeout=30)
+    sent = producer.send(POSTS, key=encode({"followee_id": 1}), value=poison).get(timeout=30)
     producer.close()
 
     def ours() -> dead_letters.DeadLetter | None:

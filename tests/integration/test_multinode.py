@@ -188,8 +188,12 @@ def test_the_system_is_spread_over_three_nodes_and_status_shows_where(cluster: C
     # Workers are created asynchronously by the consumers; on a loaded machine their processes
     # can take a while to start, so wait for them rather than for a fixed time.
     _eventually(
-        lambda: len(_nodes_with_fanout_workers(cluster)) >= 2 and _fanout_workers(cluster) == 4,
-        "the whole pool up, on 2 nodes",
+        lambda: (
+            len(_nodes_with_fanout_workers(cluster)) >= 2
+            and _fanout_workers(cluster) == 4
+            and cluster.status()["healthy"] is True  # a loaded machine answers probes late
+        ),
+        "the whole pool up, on 2 nodes, and every part answering",
     )
     status = cluster.status()
     assert status["healthy"] is True

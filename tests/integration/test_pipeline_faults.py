@@ -277,6 +277,38 @@ def test_a_postgres_primary_restart_mid_stream_loses_nothing_acknowledged(
         return all(_whole_feed(base, tokens[user]) == expected(user) for user in users)
 
     _eventually(converged, "every home feed holds exactly its followees' posts", 180)
+    # Every service's pool may still hold connections from before the restart; the first
+    # failure on one has the pool check them all. Touch each service until it answers, so the
+    # tests that follow meet a recovered system.
+    probes = [
+        lambda: (
+            requests.post(
+                f"{base}/v1/auth/login",
+                json={"username": "nobody_here", "password": "not the password"},
+                timeout=30,
+            ).status_code
+            == 401
+        ),
+        lambda: (
+            requests.post(
+                f"{base}/v1/users/{users[1]}/follow",
+                headers={"Authorization": f"Bearer {tokens[users[0]]}"},
+                timeout=30,
+            ).status_code
+            == 200
+        ),
+        lambda: (
+            requests.get(
+                f"{base}/v1/feed",
+                headers={"Authorization": f"Bearer {tokens[users[0]]}"},
+                timeout=30,
+            ).status_code
+            == 200
+        ),
+    ]
+    for probe in probes:
+        for _ in range(3):
+            _eventually(probe, "every service answering after the restart", 60)
     print(
         f"\nprimary down {restarted_at - stopped_at:.1f} s; slowest 503 during the outage "
         f"{max(e - s for *_, s, e in during):.2f} s; first 2xx {back:.1f} s after the restart; "
