@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+import requests
 
 from dmb.domain.identity import Caller
 
@@ -50,3 +51,20 @@ def grpc_metadata(app: str, token: str | None = None) -> tuple[tuple[str, str], 
     """Metadata for a call through the gRPC ingress: the app to route to, and the bearer token."""
     routing = (("application", app),)
     return (*routing, ("authorization", f"Bearer {token}")) if token else routing
+
+
+def register_and_login(base: str, name: str, password: str) -> dict[str, Any]:
+    """Register `name` over HTTP and log in: the login reply plus the bearer `headers`."""
+    created = requests.post(
+        f"{base}/v1/users",
+        json={"username": name, "email": f"{name}@example.com", "password": password},
+        timeout=30,
+    )
+    assert created.status_code == 200, created.text
+    login = requests.post(
+        f"{base}/v1/auth/login", json={"username": name, "password": password}, timeout=30
+    )
+    assert login.status_code == 200, login.text
+    body: dict[str, Any] = login.json()
+    body["headers"] = {"Authorization": f"Bearer {body['accessToken']}"}
+    return body

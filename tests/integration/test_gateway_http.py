@@ -19,6 +19,7 @@ import requests
 
 from dmb.settings import Settings
 from entrypoints.launcher import LocalSystem
+from tests.integration.helpers import register_and_login
 
 PASSWORD = "gateway password"
 
@@ -34,20 +35,7 @@ def base(serve_system: LocalSystem) -> str:
 
 
 def _register_and_login(base: str) -> dict[str, Any]:
-    name = f"g_{uuid.uuid4().hex[:12]}"
-    created = requests.post(
-        f"{base}/v1/users",
-        json={"username": name, "email": f"{name}@example.com", "password": PASSWORD},
-        timeout=30,
-    )
-    assert created.status_code == 200, created.text
-    login = requests.post(
-        f"{base}/v1/auth/login", json={"username": name, "password": PASSWORD}, timeout=30
-    )
-    assert login.status_code == 200, login.text
-    body: dict[str, Any] = login.json()
-    body["headers"] = {"Authorization": f"Bearer {body['accessToken']}"}
-    return body
+    return register_and_login(base, f"g_{uuid.uuid4().hex[:12]}", PASSWORD)
 
 
 def test_full_flow_register_login_post_like_comment(base: str) -> None:

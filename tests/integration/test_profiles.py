@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from entrypoints.launcher import LocalSystem
+from tests.integration.helpers import register_and_login
 
 PASSWORD = "profile password"
 
@@ -19,20 +20,7 @@ def base(serve_system: LocalSystem) -> str:
 
 
 def _account(base: str) -> dict[str, Any]:
-    name = f"p_{uuid.uuid4().hex[:12]}"
-    created = requests.post(
-        f"{base}/v1/users",
-        json={"username": name, "email": f"{name}@example.com", "password": PASSWORD},
-        timeout=30,
-    )
-    assert created.status_code == 200, created.text
-    login = requests.post(
-        f"{base}/v1/auth/login", json={"username": name, "password": PASSWORD}, timeout=30
-    )
-    assert login.status_code == 200, login.text
-    body: dict[str, Any] = login.json()
-    body["headers"] = {"Authorization": f"Bearer {body['accessToken']}"}
-    return body
+    return register_and_login(base, f"p_{uuid.uuid4().hex[:12]}", PASSWORD)
 
 
 def _patch(base: str, who: dict[str, Any], body: dict[str, Any]) -> requests.Response:

@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from entrypoints.launcher import LocalSystem
+from tests.integration.helpers import register_and_login
 
 PASSWORD = "search password"
 
@@ -19,18 +20,7 @@ def base(serve_system: LocalSystem) -> str:
 
 
 def _account(base: str, name: str, display_name: str = "") -> dict[str, Any]:
-    created = requests.post(
-        f"{base}/v1/users",
-        json={"username": name, "email": f"{name}@example.com", "password": PASSWORD},
-        timeout=30,
-    )
-    assert created.status_code == 200, created.text
-    login = requests.post(
-        f"{base}/v1/auth/login", json={"username": name, "password": PASSWORD}, timeout=30
-    )
-    assert login.status_code == 200, login.text
-    body: dict[str, Any] = login.json()
-    body["headers"] = {"Authorization": f"Bearer {body['accessToken']}"}
+    body = register_and_login(base, name, PASSWORD)
     if display_name:
         patched = requests.patch(
             f"{base}/v1/users/me",
