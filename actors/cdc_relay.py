@@ -25,6 +25,7 @@ from ray.util.metrics import Counter, Gauge
 
 from actors.background import BackgroundLoop, LoopingActor, ensure_singleton
 from dmb.composition import process_components
+from dmb.domain.feed import FeedWriter
 from dmb.stores import cdc
 from dmb.stores.change_events import FEED_TOPICS
 from dmb.stores.kafka import create_producer, encode, ensure_topics, topic_exists
@@ -40,6 +41,29 @@ LAG_EVERY_SECONDS = 1.0  # how often the lag gauge is recomputed, stuck or not
 # lost what it held (see _recover_if_the_broker_lost_its_data). Checked every few seconds.
 MARKER_TOPIC = "dmb.pipeline.marker"
 MARKER_CHECK_SECONDS = 2.0
+
+
+async def recover_if_the_broker_lost_its_data(bootstrap: str, feed_writer: FeedWriter) -> bool:
+    """Before relaying: a broker without our marker topic is new, or lost its data (an
+    in-memory broker restarted). Whatever it had acknowledged and not yet delivered is gone,
+    and the slot has moved past it, so no replay brings it back: drop the feed caches, which
+    rebuild from Postgres on their next read, and only then plant the marker (a crash in
+    between repeats the drop, which is harmless). True if it had to.
+
+    The relay runs this at every start; the local launcher also runs it before the system
+    takes traffic, so feeds read during start-up are not dropped from under their readers."""
+    if await asyncio.to_thread(topic_exists, bootstrap, MARKER_TOPIC):
+        return False
+    dropped = await feed_writer.forget_all()
+    log.warning(
+        "the broker has no %s topic: it is new, or it lost its data (an in-memory broker "
+        "restarted), and events it acknowledged may be gone; dropped %d feed and author "
+        "sets, which rebuild from Postgres on their next read",
+        MARKER_TOPIC,
+        dropped,
+    )
+    await asyncio.to_thread(ensure_topics, bootstrap, [MARKER_TOPIC], 1)
+    return True
 
 
 class BrokerLostData(RuntimeError):
@@ -92,25 +116,10 @@ class CdcRelay(LoopingActor):
         await asyncio.to_thread(self._relay_forever, stop)
 
     async def _recover_if_the_broker_lost_its_data(self) -> None:
-        """Before relaying: a broker without our marker topic is new, or lost its data (an
-        in-memory broker restarted). Whatever it had acknowledged and not yet delivered is gone,
-        and the slot has moved past it, so no replay brings it back: drop the feed caches,
-        which rebuild from Postgres on their next read, and only then plant the marker (a crash
-        in between repeats the drop, which is harmless)."""
         assert self._bootstrap is not None
-        if await asyncio.to_thread(topic_exists, self._bootstrap, MARKER_TOPIC):
-            return
         components = process_components()
         await components.ready()
-        dropped = await components.feed_writer.forget_all()
-        log.warning(
-            "the broker has no %s topic: it is new, or it lost its data (an in-memory broker "
-            "restarted), and events it acknowledged may be gone; dropped %d feed and author "
-            "sets, which rebuild from Postgres on their next read",
-            MARKER_TOPIC,
-            dropped,
-        )
-        await asyncio.to_thread(ensure_topics, self._bootstrap, [MARKER_TOPIC], 1)
+        await recover_if_the_broker_lost_its_data(self._bootstrap, components.feed_writer)
 
     def _relay_forever(self, stop: threading.Event) -> None:
         """One run: connect to the broker and the slot, then relay until stopped. Any failure

@@ -7,6 +7,7 @@ so what is tested is what runs. Entrypoints sit above every other layer; nothing
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from actors.cdc_relay import recover_if_the_broker_lost_its_data
+from dmb.composition import Components
 from dmb.localstack import LocalStack
 from dmb.localstack.process import free_port, free_port_range
 from dmb.settings import Settings
@@ -232,3 +235,18 @@ def prepare_stores(settings: Settings) -> None:
     if cdc.create_slot(database_url):
         log.info("created the replication slot %s", cdc.SLOT)
     ensure_topics(settings.kafka_bootstrap, FEED_TOPICS, settings.kafka_topic_partitions)
+    asyncio.run(_recover_feed_caches(settings))
+
+
+async def _recover_feed_caches(settings: Settings) -> None:
+    """What the relay does when it finds a broker that is new or lost its data, done before
+    anything reads a feed: done by the relay alone, it raced the first readers, whose feeds
+    (built after the broker came up, so complete) it dropped, and fan-out skips a feed that
+    does not exist."""
+    assert settings.kafka_bootstrap is not None
+    components = Components(settings)
+    try:
+        await components.ready()
+        await recover_if_the_broker_lost_its_data(settings.kafka_bootstrap, components.feed_writer)
+    finally:
+        await components.close()
