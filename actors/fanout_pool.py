@@ -40,12 +40,12 @@ class FanoutWorker:
             boundaries=BATCH_BOUNDARIES,
         )
 
-    async def write(self, op: FanoutOp, post_id: int, follower_ids: list[int]) -> int:
+    async def write(self, op: FanoutOp, post_ids: list[int], follower_ids: list[int]) -> int:
         started = time.perf_counter()
         if op == ADD:
-            await self._writer.add_to_feeds(post_id, follower_ids)
+            await self._writer.add_to_feeds(post_ids, follower_ids)
         else:
-            await self._writer.remove_from_feeds([post_id], follower_ids)
+            await self._writer.remove_from_feeds(post_ids, follower_ids)
         self._batches.inc()
         self._seconds.observe(time.perf_counter() - started)
         return len(follower_ids)
@@ -110,12 +110,12 @@ class FanoutPool:
         set once can be recorded before this process's metrics export is up, and lost."""
         self._workers_gauge.set(len(self._workers))
 
-    async def run(self, op: FanoutOp, post_id: int, batches: list[list[int]]) -> None:
+    async def run(self, op: FanoutOp, post_ids: list[int], batches: list[list[int]]) -> None:
         """Write every batch (one worker call each) and return when all are done."""
         if not batches:
             return
         assert self._cycle is not None
-        refs = [next(self._cycle).write.remote(op, post_id, batch) for batch in batches]
+        refs = [next(self._cycle).write.remote(op, post_ids, batch) for batch in batches]
         self.batches_sent += len(refs)
         self._in_flight += len(refs)
         self._depth.set(self._in_flight)

@@ -68,15 +68,15 @@ async def mocked(followers: list[int], batch: int, repeat: int) -> dict[str, flo
     mock_class: Any = ray.remote(MockWorker)
     single = mock_class.options(num_cpus=0).remote()
     pool = [mock_class.options(num_cpus=0).remote() for _ in range(len(followers) // batch)]
-    await asyncio.gather(*[w.write.remote(ADD, 1, []) for w in [single, *pool]])  # warm up
+    await asyncio.gather(*[w.write.remote(ADD, [1], []) for w in [single, *pool]])  # warm up
 
     async def one_worker() -> None:
-        await single.write.remote(ADD, 1, followers)
+        await single.write.remote(ADD, [1], followers)
 
     async def the_pool() -> None:
         await asyncio.gather(
             *[
-                w.write.remote(ADD, 1, b)
+                w.write.remote(ADD, [1], b)
                 for w, b in zip(pool, _batches(followers, batch), strict=True)
             ]
         )
@@ -101,7 +101,7 @@ async def real_redis(
             await pipe.execute()
 
     async def pool_fanout() -> None:
-        await pool.run(ADD, next(post_ids), batches)
+        await pool.run(ADD, [next(post_ids)], batches)
 
     async with client.pipeline(transaction=False) as pipe:  # active users: their feeds exist
         for user in followers:

@@ -14,6 +14,7 @@ import functools
 import logging
 from functools import cached_property
 
+from dmb.domain.account_deletion import AccountDeletion
 from dmb.domain.admission import Admission
 from dmb.domain.counters import Counters
 from dmb.domain.feed import AuthorPosts, FeedWriter, HomeFeed, SetRebuilder
@@ -77,6 +78,15 @@ class Components:
         )
 
     @cached_property
+    def account_deletion(self) -> AccountDeletion:
+        guard = LoginGuard(
+            self.settings, self.stores.redis, scope="close-account", attempts="wrong passwords"
+        )
+        return AccountDeletion(
+            self.settings, self.stores.db, self.counters, self.revocations, guard
+        )
+
+    @cached_property
     def user_search(self) -> UserSearch:
         return UserSearch(self.stores.db)
 
@@ -133,6 +143,9 @@ class Components:
             FollowerBatches(self.stores.db, self.settings.fanout_batch_size),
             self.celebrities,
             fanout,
+            FollowerBatches(
+                self.stores.db, self.settings.fanout_batch_size, table="departed_followers"
+            ),
         )
 
 

@@ -71,6 +71,9 @@ class Settings(BaseModel):
     # a logout overwrites the entry at once). Bounds the one stale window, see
     # dmb.domain.revocation; each active token costs one primary lookup per this many seconds.
     revocation_cache_seconds: int = Field(default=30, ge=1, le=3_600)
+    # How long the username of a deleted account stays taken (nobody can pose as the departed
+    # account to those who knew it); 30 days, as Mastodon keeps a deleted account's handle.
+    username_hold_seconds: int = Field(default=30 * 86_400, ge=0, le=365 * 86_400)
 
     # Feed.
     celebrity_threshold: int = Field(default=10_000, ge=1)

@@ -58,6 +58,12 @@ class UserServiceDeployment:
         )
         return pb.UpdateProfileResponse(user=user)
 
+    async def DeleteAccount(
+        self, request: pb.DeleteAccountRequest, caller: Caller
+    ) -> pb.DeleteAccountResponse:
+        await self.components.account_deletion.delete(caller, request.password)
+        return pb.DeleteAccountResponse()
+
     async def GetUsers(self, request: pb.GetUsersRequest, caller: Caller) -> pb.GetUsersResponse:
         return pb.GetUsersResponse(users=await self._accounts.get_users(request.user_ids))
 

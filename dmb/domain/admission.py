@@ -3,11 +3,12 @@
 In one pipeline it charges the request's token buckets (ratelimit.lua: the IP bucket and, once
 authenticated, the user bucket, checked and charged atomically, all or nothing, on Redis' clock,
 so any number of gateway replicas together never admit more than a bucket allows), reads the
-cached revocation state of the caller's access token (dmb.domain.revocation), and reads the
-caller's latest write position (read-your-writes, `dmb.stores.read_your_writes`), which then
-travels with the request so the service's read needs no lookup of its own. The bucket keys
-share the client's hash tag (buckets.py), so the script also works on Redis Cluster; the other
-two keys have slots of their own and ride the same round trip as pipelined commands.
+cached revocation state of the caller's access token and of its account
+(dmb.domain.revocation), and reads the caller's latest write position (read-your-writes,
+`dmb.stores.read_your_writes`), which then travels with the request so the service's read
+needs no lookup of its own. The bucket keys share the client's hash tag (buckets.py), so the
+script also works on Redis Cluster; the other keys have slots of their own and ride the same
+round trip as pipelined commands.
 
 When Redis fails (down, or refusing the script's writes when out of memory), the rate limit
 fails open by default (`DMB_RATE_LIMIT_FAIL_OPEN`), and for a short cool-down afterwards checks
@@ -31,7 +32,7 @@ from redis.exceptions import RedisError
 
 from dmb.domain.buckets import BucketSpec, BucketState, Decision, decide, degraded, request_buckets
 from dmb.domain.identity import Caller
-from dmb.domain.revocation import cached_state, denylist_key
+from dmb.domain.revocation import account_closed_key, cached_states, denylist_key
 from dmb.settings import Settings
 from dmb.stores.read_your_writes import WritePosition, position_key
 from dmb.stores.redis import LuaScript, run_pipeline
@@ -165,18 +166,20 @@ class Admission:
         wrong. The write position then stays unknown and the service looks it up itself.
         """
         buckets = request_buckets(self._settings, client_ip, caller.user_id if caller else None)
-        deny = denylist_key(caller.jti) if caller else None
         position = position_key(caller.user_id) if caller else None
+        revocation_keys = (
+            (denylist_key(caller.jti), account_closed_key(caller.user_id)) if caller else ()
+        )
         try:
             checked = await self._limiter.check(
-                buckets, also_get=position, also_read=(deny,) if deny else ()
+                buckets, also_get=position, also_read=revocation_keys
             )
         except RateLimiterUnavailable as exc:
             fail_open = self._settings.rate_limit_fail_open
             self._log_failure(exc, fail_open)
             return Admitted(degraded(buckets) if fail_open or exempt else None)
         written = WritePosition(caller.user_id, checked.value) if caller else None
-        revocation = cached_state(checked.read[0]) if caller else None
+        revocation = cached_states(*checked.read) if caller else None
         return Admitted(checked.decision, revocation, written)
 
     def _log_failure(self, exc: Exception, fail_open: bool) -> None:

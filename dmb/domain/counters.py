@@ -117,6 +117,26 @@ class Counters:
     async def forget(self, post_id: int) -> None:
         await self._redis.delete(counts_key(post_id))
 
+    async def recount_later(self, post_ids: Sequence[int]) -> None:
+        """For rows changed without `changed` (an account deletion takes its likes and comments
+        with it): mark the posts dirty, so the flusher recounts them into Postgres and Redis,
+        and drop their cached hashes, so reads recount meanwhile. Call it before the change
+        commits (Redis down: nothing changes) and `forget_many` again after it (a read between
+        the two may have cached the old count)."""
+        if not post_ids:
+            return
+        await self._redis.sadd(self._dirty, *[str(p) for p in post_ids])
+        await self.forget_many(post_ids)
+
+    async def forget_many(self, post_ids: Sequence[int]) -> None:
+        """One pipelined DEL per hash (each has a slot of its own on Redis Cluster)."""
+        if not post_ids:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for post_id in post_ids:
+                pipe.delete(counts_key(post_id))
+            await pipe.execute()
+
     async def flush(self, batch_size: int = 1000) -> int:
         """Write dirty posts' exact counts to Postgres; return how many posts were written.
 

@@ -85,9 +85,10 @@ class FeedWriter:
                 dropped += int(await self._redis.unlink(*batch))
         return dropped
 
-    async def add_to_feeds(self, post_id: int, user_ids: Sequence[int]) -> None:
-        """One pipelined round trip: add the post to each existing feed and trim it."""
-        await self._add_if_present([(feed_key(user), [post_id]) for user in user_ids])
+    async def add_to_feeds(self, post_ids: Sequence[int], user_ids: Sequence[int]) -> None:
+        """One pipelined round trip: add the posts to each existing feed and trim it."""
+        if post_ids:
+            await self._add_if_present([(feed_key(user), post_ids) for user in user_ids])
 
     async def remove_from_feeds(self, post_ids: Sequence[int], user_ids: Sequence[int]) -> None:
         if not post_ids:
@@ -96,6 +97,13 @@ class FeedWriter:
         async with self._redis.pipeline(transaction=False) as pipe:
             for user_id in user_ids:
                 pipe.zrem(feed_key(user_id), *members)
+            await pipe.execute()
+
+    async def forget_user(self, user_id: int) -> None:
+        """A deleted account's own home feed and author set (one slot each: two DELs)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.delete(feed_key(user_id))
+            pipe.delete(author_key(user_id))
             await pipe.execute()
 
     async def add_author_post(self, author_id: int, post_id: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Literal
 
 import psycopg
 
@@ -75,20 +76,29 @@ class FollowerBatches:
     `batches_per_read` batches per query: a big author's fan-out starts on the first rows
     while the next ones are read, and no read holds more than that many rows."""
 
-    def __init__(self, db: Database, batch_size: int, batches_per_read: int = 20) -> None:
+    def __init__(
+        self,
+        db: Database,
+        batch_size: int,
+        batches_per_read: int = 20,
+        table: Literal["follows", "departed_followers"] = "follows",
+    ) -> None:
+        """`table`: `follows`, or `departed_followers` (the followers a deleted account had,
+        same columns, read on the primary: they were written moments before the event)."""
         self._db = db
         self._size = batch_size
         self._rows = batch_size * batches_per_read
+        self._query = (
+            f"SELECT id, follower_id FROM {table} WHERE followee_id = %s AND id < %s "
+            "ORDER BY id DESC LIMIT %s"
+        )
+        self._fresh = table != "follows"
 
     async def pages(self, author_id: int) -> AsyncIterator[list[list[int]]]:
         below = ABOVE_EVERY_ID
         while True:
-            async with self._db.reading() as conn:
-                cursor = await conn.execute(
-                    "SELECT id, follower_id FROM follows WHERE followee_id = %s AND id < %s "
-                    "ORDER BY id DESC LIMIT %s",
-                    (author_id, below, self._rows),
-                )
+            async with self._db.reading(fresh=self._fresh) as conn:
+                cursor = await conn.execute(self._query, (author_id, below, self._rows))
                 rows = [(int(row[0]), int(row[1])) for row in await cursor.fetchall()]
             if not rows:
                 return
@@ -101,6 +111,12 @@ class FollowerBatches:
     async def of(self, author_id: int) -> list[list[int]]:
         """Every batch at once (for a caller that wants them all before it acts)."""
         return [batch async for page in self.pages(author_id) for batch in page]
+
+
+async def forget_departed_followers(db: Database, user_id: int) -> None:
+    """Once a deleted account's posts left its followers' feeds, who they were is not kept."""
+    async with db.transaction() as conn:
+        await conn.execute("DELETE FROM departed_followers WHERE followee_id = %s", (user_id,))
 
 
 class FollowGraph:

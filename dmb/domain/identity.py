@@ -133,7 +133,7 @@ class TokenVerifier:
         Redis nor Postgres can tell."""
         if caller.revocation_checked or self._revocations is None:
             return caller
-        if await self._revocations.is_revoked(caller.jti, caller.expires_at):
+        if await self._revocations.is_revoked(caller.jti, caller.expires_at, caller.user_id):
             raise Unauthenticated("access token has been revoked")
         return caller.checked()
 

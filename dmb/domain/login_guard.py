@@ -14,6 +14,10 @@ someone else out by failing on purpose) to minutes, which is what OWASP recommen
 lockouts. The state lives in Redis with TTLs; with Redis unavailable the guard fails open or
 closed as the rate limiter does (`DMB_RATE_LIMIT_FAIL_OPEN`): it is a rate limit, not a
 credential check.
+
+The same guard, under a scope of its own (`scope`), counts the password checks of account
+deletion: a stolen access token alone cannot guess its way to closing an account, and failing
+there does not lock the owner out of logging in.
 """
 
 from __future__ import annotations
@@ -42,14 +46,22 @@ def backoff_ms(failures: int, free: int, base_seconds: float, max_seconds: float
     return math.floor(min(max_seconds * 1000, base_seconds * 1000 * 2.0 ** min(over - 1, 60)))
 
 
-def _keys(username: str) -> tuple[str, str]:
-    tag = f"dmb:login:{{{username}}}"  # both keys in one Redis Cluster slot
+def _keys(username: str, scope: str = "login") -> tuple[str, str]:
+    tag = f"dmb:{scope}:{{{username}}}"  # both keys in one Redis Cluster slot
     return f"{tag}:failures", f"{tag}:lock"
 
 
 class LoginGuard:
-    def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        scope: str = "login",
+        attempts: str = "failed logins",
+    ) -> None:
         self._redis = redis
+        self._scope = scope
+        self._attempts = attempts
         self._free = settings.login_free_failures
         self._base = settings.login_backoff_base_seconds
         self._max = settings.login_backoff_max_seconds
@@ -59,7 +71,7 @@ class LoginGuard:
     async def check(self, username: str) -> None:
         """Raise TooManyAttempts while the account is locked."""
         try:
-            wait_ms = int(await self._redis.pttl(_keys(username)[1]))
+            wait_ms = int(await self._redis.pttl(_keys(username, self._scope)[1]))
         except RedisError as exc:
             self._unavailable(exc)
             return
@@ -71,7 +83,7 @@ class LoginGuard:
         try:
             _, lock_ms = await SCRIPT.run(
                 self._redis,
-                _keys(username),
+                _keys(username, self._scope),
                 [self._free, self._base * 1000, self._max * 1000, self._window],
             )
         except RedisError as exc:
@@ -81,14 +93,14 @@ class LoginGuard:
 
     async def succeeded(self, username: str) -> None:
         try:
-            await self._redis.delete(*_keys(username))
+            await self._redis.delete(*_keys(username, self._scope))
         except RedisError as exc:  # the count expires by itself; a login that worked stands
             log.warning("could not clear the login failures of an account: %r", exc)
 
     def _locked(self, wait_ms: int) -> TooManyAttempts:
         seconds = max(1, math.ceil(wait_ms / 1000))
         return TooManyAttempts(
-            f"too many failed logins for this account; retry after {seconds} s", seconds
+            f"too many {self._attempts} for this account; retry after {seconds} s", seconds
         )
 
     def _unavailable(self, exc: RedisError) -> None:

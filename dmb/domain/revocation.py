@@ -16,6 +16,11 @@ or a Redis that is down or out of memory cannot bring a revoked token back:
   Redis refuses the "1", logout deletes the key instead (DEL is allowed under OOM), so the next
   check asks Postgres.
 
+A deleted account (dmb.domain.account_deletion) revokes every token of its user at once,
+whatever its jti: its row in `account_deletions` is asked on a cache miss together with the
+jti, and `dmb:jwt:closed:<user id>` ("1") is read beside the jti's key, so a cached "0" of one
+of its tokens no longer admits it.
+
 The one window left: Redis reachable by the gateway but not by the user service at the moment
 of logout, with a "0" already cached; the "0" then lives at most DMB_REVOCATION_CACHE_SECONDS.
 """
@@ -47,6 +52,11 @@ def denylist_key(jti: str) -> str:
     return f"dmb:jwt:deny:{jti}"
 
 
+def account_closed_key(user_id: int) -> str:
+    """The Redis key caching "this account was deleted: every token of it is revoked"."""
+    return f"dmb:jwt:closed:{user_id}"
+
+
 def cached_state(value: bytes | str | None) -> bool | None:
     """What a cache value says: True revoked, False not revoked, None unknown (ask Postgres)."""
     if value is None:
@@ -57,6 +67,14 @@ def cached_state(value: bytes | str | None) -> bool | None:
     if raw == CLEAR:
         return False
     return None
+
+
+def cached_states(token: bytes | str | None, account: bytes | str | None) -> bool | None:
+    """What the token's key and its account's key say together: a closed account revokes
+    every token of it, whatever the token's own entry says."""
+    if cached_state(account) is True:
+        return True
+    return cached_state(token)
 
 
 class Revocations:
@@ -73,6 +91,7 @@ class Revocations:
         self._redis = redis
         self._leeway = settings.jwt_leeway_seconds
         self._clear_seconds = settings.revocation_cache_seconds
+        self._access_ttl = settings.jwt_access_ttl_seconds
 
     def _lifetime(self, expires_at: int) -> int:
         """Seconds until no verifier accepts a token expiring at `expires_at` (at least 1)."""
@@ -117,6 +136,23 @@ class Revocations:
                 self._clear_seconds,
             )
 
+    async def cache_account_closed(self, user_id: int) -> None:
+        """After an account's deletion committed: "1" for the account, so every cached "0" of
+        its tokens stops counting. Best effort: a miss asks Postgres, which knows."""
+        if self._redis is None:
+            return
+        lifetime = self._access_ttl + self._leeway
+        try:
+            await self._redis.set(account_closed_key(user_id), REVOKED, ex=lifetime)
+        except RedisError as exc:
+            log.warning(
+                "account %d deleted in Postgres but its Redis revocation key could not be set "
+                "(%s); a cached 'not revoked' answer may live up to %d s",
+                user_id,
+                type(exc).__name__,
+                self._clear_seconds,
+            )
+
     async def cache_issued(self, jti: str, expires_at: int) -> None:
         """A token just issued cannot be revoked yet: cache "0" (NX, best effort), so its first
         request needs no Postgres lookup."""
@@ -126,27 +162,35 @@ class Revocations:
         with contextlib.suppress(RedisError):
             await self._redis.set(denylist_key(jti), CLEAR, ex=ttl, nx=True)
 
-    async def is_revoked(self, jti: str, expires_at: int) -> bool:
-        """The cache, then Postgres on a miss or when Redis cannot answer."""
+    async def is_revoked(self, jti: str, expires_at: int, user_id: int) -> bool:
+        """The cache (the token's key and its account's), then Postgres on a miss or when
+        Redis cannot answer."""
         if self._redis is not None:
             try:
-                state = cached_state(await self._redis.get(denylist_key(jti)))
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.get(denylist_key(jti))
+                    pipe.get(account_closed_key(user_id))
+                    token, account = await pipe.execute()
+                state = cached_states(token, account)
             except RedisError:
                 state = None
             if state is not None:
                 return state
-        return await self.lookup(jti, expires_at)
+        return await self.lookup(jti, expires_at, user_id)
 
-    async def lookup(self, jti: str, expires_at: int) -> bool:
+    async def lookup(self, jti: str, expires_at: int, user_id: int) -> bool:
         """Ask Postgres (the primary) and cache the answer, best effort. Raises Unavailable
         when Postgres cannot answer: a revocation check never fails open."""
         if self._db is None:
             raise Unavailable("cannot check token revocation: its cache missed and no database")
         async with self._db.reading(fresh=True) as conn:
             cursor = await conn.execute(
-                "SELECT 1 FROM revoked_access_tokens WHERE jti = %s", (jti,)
+                "SELECT EXISTS (SELECT 1 FROM revoked_access_tokens WHERE jti = %s) "
+                "OR EXISTS (SELECT 1 FROM account_deletions WHERE user_id = %s)",
+                (jti, user_id),
             )
-            revoked = await cursor.fetchone() is not None
+            row = await cursor.fetchone()
+            revoked = bool(row and row[0])
         if self._redis is not None:
             key = denylist_key(jti)
             try:

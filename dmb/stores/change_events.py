@@ -2,9 +2,10 @@
 
 The relay turns each captured row change into a Debezium-style envelope on topic
 `dmb.public.<table>`, keyed by the author the change belongs to: a post by its `author_id`, a
-follow by its `followee_id` (whose posts the follow merges). One author's events thus stay in
+follow by its `followee_id` (whose posts the follow merges), an account deletion (the outbox row
+of migration 0006) by its `user_id`. One author's events thus stay in
 order on one partition, and the topics' partitions spread the authors over the consumer group.
-The feed consumer decodes those records back into the four small events the domain handles.
+The feed consumer decodes those records back into the five small events the domain handles.
 Topic names, keys and the envelope's shape are defined here only.
 """
 
@@ -15,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 TOPIC_PREFIX = "dmb.public."
-CAPTURED_TABLES = ("posts", "follows")
-PARTITION_KEYS = {"posts": "author_id", "follows": "followee_id"}
+CAPTURED_TABLES = ("posts", "follows", "account_deletions")
+PARTITION_KEYS = {"posts": "author_id", "follows": "followee_id", "account_deletions": "user_id"}
 
 
 def topic_of(table: str) -> str:
@@ -94,7 +95,24 @@ class Unfollowed:
     followee_id: int
 
 
-FeedEvent = PostCreated | PostDeleted | Followed | Unfollowed
+@dataclass(frozen=True)
+class AccountDeleted:
+    """An account is gone: `post_ids` (its newest posts) leave its departed followers' feeds."""
+
+    user_id: int
+    post_ids: tuple[int, ...]
+
+
+FeedEvent = PostCreated | PostDeleted | Followed | Unfollowed | AccountDeleted
+
+
+def int_array(value: Any) -> tuple[int, ...]:
+    """A bigint[] column as wal2json sends it (its text form, `{1,2,3}`) or as a JSON array
+    (Debezium)."""
+    if isinstance(value, list):
+        return tuple(int(item) for item in value)
+    text = str(value or "").strip("{}")
+    return tuple(int(item) for item in text.split(",")) if text else ()
 
 
 def decode_event(topic: str, envelope: dict[str, Any] | None) -> FeedEvent | None:
@@ -116,4 +134,7 @@ def decode_event(topic: str, envelope: dict[str, Any] | None) -> FeedEvent | Non
     if table == "follows" and op == "d":
         row = envelope["before"]
         return Unfollowed(int(row["follower_id"]), int(row["followee_id"]))
+    if table == "account_deletions" and op == "c":
+        row = envelope["after"]
+        return AccountDeleted(int(row["user_id"]), int_array(row["post_ids"]))
     return None

@@ -75,6 +75,11 @@ class UserServiceStub:
                 request_serializer=dmb_dot_v1_dot_users__pb2.UpdateProfileRequest.SerializeToString,
                 response_deserializer=dmb_dot_v1_dot_users__pb2.UpdateProfileResponse.FromString,
                 _registered_method=True)
+        self.DeleteAccount = channel.unary_unary(
+                '/dmb.v1.UserService/DeleteAccount',
+                request_serializer=dmb_dot_v1_dot_users__pb2.DeleteAccountRequest.SerializeToString,
+                response_deserializer=dmb_dot_v1_dot_users__pb2.DeleteAccountResponse.FromString,
+                _registered_method=True)
         self.GetUsers = channel.unary_unary(
                 '/dmb.v1.UserService/GetUsers',
                 request_serializer=dmb_dot_v1_dot_users__pb2.GetUsersRequest.SerializeToString,
@@ -144,6 +149,17 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteAccount(self, request, context):
+        """Deletes the caller's account for good. Its posts, likes, comments and follows go away (its
+        posts leave every home feed within moments, through the change pipeline), every token of
+        it stops working at once, and its username stays taken for DMB_USERNAME_HOLD_SECONDS (30
+        days by default) before anyone may register it again. The password is asked again, so an
+        access token alone cannot close an account; a wrong one answers 403 and changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetUsers(self, request, context):
         """Internal batch read for feed hydration; not exposed over HTTP.
         """
@@ -193,6 +209,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.UpdateProfile,
                     request_deserializer=dmb_dot_v1_dot_users__pb2.UpdateProfileRequest.FromString,
                     response_serializer=dmb_dot_v1_dot_users__pb2.UpdateProfileResponse.SerializeToString,
+            ),
+            'DeleteAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAccount,
+                    request_deserializer=dmb_dot_v1_dot_users__pb2.DeleteAccountRequest.FromString,
+                    response_serializer=dmb_dot_v1_dot_users__pb2.DeleteAccountResponse.SerializeToString,
             ),
             'GetUsers': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUsers,
@@ -417,6 +438,33 @@ class UserService:
             '/dmb.v1.UserService/UpdateProfile',
             dmb_dot_v1_dot_users__pb2.UpdateProfileRequest.SerializeToString,
             dmb_dot_v1_dot_users__pb2.UpdateProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dmb.v1.UserService/DeleteAccount',
+            dmb_dot_v1_dot_users__pb2.DeleteAccountRequest.SerializeToString,
+            dmb_dot_v1_dot_users__pb2.DeleteAccountResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,13 @@ class UserServiceStub:
     """Changes the caller's profile: only the fields named in `update_mask` (AIP-134); `*` means
     every profile field; an unknown path is rejected with 400 and nothing changes.
     """
+    DeleteAccount: _grpc.UnaryUnaryMultiCallable[_users_pb2.DeleteAccountRequest, _users_pb2.DeleteAccountResponse]
+    """Deletes the caller's account for good. Its posts, likes, comments and follows go away (its
+    posts leave every home feed within moments, through the change pipeline), every token of
+    it stops working at once, and its username stays taken for DMB_USERNAME_HOLD_SECONDS (30
+    days by default) before anyone may register it again. The password is asked again, so an
+    access token alone cannot close an account; a wrong one answers 403 and changes nothing.
+    """
     GetUsers: _grpc.UnaryUnaryMultiCallable[_users_pb2.GetUsersRequest, _users_pb2.GetUsersResponse]
     """Internal batch read for feed hydration; not exposed over HTTP."""
 
@@ -80,6 +87,13 @@ class UserServiceAsyncStub(UserServiceStub):
     UpdateProfile: _aio.UnaryUnaryMultiCallable[_users_pb2.UpdateProfileRequest, _users_pb2.UpdateProfileResponse]  # type: ignore[assignment]
     """Changes the caller's profile: only the fields named in `update_mask` (AIP-134); `*` means
     every profile field; an unknown path is rejected with 400 and nothing changes.
+    """
+    DeleteAccount: _aio.UnaryUnaryMultiCallable[_users_pb2.DeleteAccountRequest, _users_pb2.DeleteAccountResponse]  # type: ignore[assignment]
+    """Deletes the caller's account for good. Its posts, likes, comments and follows go away (its
+    posts leave every home feed within moments, through the change pipeline), every token of
+    it stops working at once, and its username stays taken for DMB_USERNAME_HOLD_SECONDS (30
+    days by default) before anyone may register it again. The password is asked again, so an
+    access token alone cannot close an account; a wrong one answers 403 and changes nothing.
     """
     GetUsers: _aio.UnaryUnaryMultiCallable[_users_pb2.GetUsersRequest, _users_pb2.GetUsersResponse]  # type: ignore[assignment]
     """Internal batch read for feed hydration; not exposed over HTTP."""
@@ -153,6 +167,19 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_users_pb2.UpdateProfileResponse, _abc.Awaitable[_users_pb2.UpdateProfileResponse]]:
         """Changes the caller's profile: only the fields named in `update_mask` (AIP-134); `*` means
         every profile field; an unknown path is rejected with 400 and nothing changes.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteAccount(
+        self,
+        request: _users_pb2.DeleteAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_users_pb2.DeleteAccountResponse, _abc.Awaitable[_users_pb2.DeleteAccountResponse]]:
+        """Deletes the caller's account for good. Its posts, likes, comments and follows go away (its
+        posts leave every home feed within moments, through the change pipeline), every token of
+        it stops working at once, and its username stays taken for DMB_USERNAME_HOLD_SECONDS (30
+        days by default) before anyone may register it again. The password is asked again, so an
+        access token alone cannot close an account; a wrong one answers 403 and changes nothing.
         """
 
     @_abc_1.abstractmethod

@@ -61,6 +61,12 @@ def register_and_login(base: str, name: str, password: str) -> dict[str, Any]:
         timeout=30,
     )
     assert created.status_code == 200, created.text
+    return log_in(base, name, password)
+
+
+def log_in(base: str, name: str, password: str) -> dict[str, Any]:
+    """Log in over HTTP (one more session of an existing account): the login reply plus the
+    bearer `headers`."""
     login = requests.post(
         f"{base}/v1/auth/login", json={"username": name, "password": password}, timeout=30
     )

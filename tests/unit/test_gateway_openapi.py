@@ -20,7 +20,11 @@ CONTRACT = {  # DESIGN.md §4: path -> verb -> operationId
         "post": "FollowService_Follow",
         "delete": "FollowService_Unfollow",
     },
-    "/v1/users/me": {"get": "UserService_GetMe", "patch": "UserService_UpdateProfile"},
+    "/v1/users/me": {
+        "get": "UserService_GetMe",
+        "patch": "UserService_UpdateProfile",
+        "delete": "UserService_DeleteAccount",
+    },
     "/v1/users:search": {"get": "UserService_SearchUsers"},
     "/v1/users/{user_id}/followers": {"get": "FollowService_ListFollowers"},
     "/v1/users/{user_id}/following": {"get": "FollowService_ListFollowing"},
