@@ -23,6 +23,7 @@ from dmb.domain.follows import CelebrityRule, FollowerBatches, FollowGraph
 from dmb.domain.identity import AccessTokenIssuer, TokenVerifier
 from dmb.domain.login_guard import LoginGuard
 from dmb.domain.posts import Posts
+from dmb.domain.relationships import Relationships
 from dmb.domain.revocation import Revocations
 from dmb.domain.user_search import UserSearch
 from dmb.domain.users import UserAccounts
@@ -95,6 +96,10 @@ class Components:
     @cached_property
     def celebrities(self) -> CelebrityRule:
         return CelebrityRule(self.settings.celebrity_threshold)
+
+    @cached_property
+    def relationships(self) -> Relationships:
+        return Relationships(self.stores.db)
 
     @cached_property
     def follow_graph(self) -> FollowGraph:

@@ -42,6 +42,38 @@ class FollowServiceDeployment:
         found = await self._graph.following(caller, request.user_id, page)
         return pb.ListFollowingResponse(user_ids=found.ids, next_cursor=found.next_cursor)
 
+    async def BlockUser(self, request: pb.BlockUserRequest, caller: Caller) -> pb.BlockUserResponse:
+        await self.components.relationships.block(caller, request.user_id)
+        return pb.BlockUserResponse()
+
+    async def UnblockUser(
+        self, request: pb.UnblockUserRequest, caller: Caller
+    ) -> pb.UnblockUserResponse:
+        await self.components.relationships.unblock(caller, request.user_id)
+        return pb.UnblockUserResponse()
+
+    async def ListBlocks(
+        self, request: pb.ListBlocksRequest, caller: Caller
+    ) -> pb.ListBlocksResponse:
+        page = page_from(request.page_size, request.cursor)
+        found = await self.components.relationships.blocks(caller, page)
+        return pb.ListBlocksResponse(user_ids=found.ids, next_cursor=found.next_cursor)
+
+    async def MuteUser(self, request: pb.MuteUserRequest, caller: Caller) -> pb.MuteUserResponse:
+        await self.components.relationships.mute(caller, request.user_id)
+        return pb.MuteUserResponse()
+
+    async def UnmuteUser(
+        self, request: pb.UnmuteUserRequest, caller: Caller
+    ) -> pb.UnmuteUserResponse:
+        await self.components.relationships.unmute(caller, request.user_id)
+        return pb.UnmuteUserResponse()
+
+    async def ListMutes(self, request: pb.ListMutesRequest, caller: Caller) -> pb.ListMutesResponse:
+        page = page_from(request.page_size, request.cursor)
+        found = await self.components.relationships.mutes(caller, page)
+        return pb.ListMutesResponse(user_ids=found.ids, next_cursor=found.next_cursor)
+
     async def GetStats(self, request: pb.GetStatsRequest, caller: Caller) -> pb.GetStatsResponse:
         stats = await self._graph.stats(caller, request.user_id)
         return pb.GetStatsResponse(

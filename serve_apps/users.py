@@ -43,7 +43,7 @@ class UserServiceDeployment:
         self, request: pb.SearchUsersRequest, caller: Caller
     ) -> pb.SearchUsersResponse:
         users, next_cursor = await self.components.user_search.search(
-            request.q, request.page_size, request.cursor
+            request.q, request.page_size, request.cursor, reader=caller.user_id
         )
         return pb.SearchUsersResponse(users=users, next_cursor=next_cursor)
 

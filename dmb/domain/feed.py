@@ -239,7 +239,7 @@ class HomeFeed:
             candidates = sorted({post_id for ids in windows for post_id in ids}, reverse=True)
             window = candidates[: page.size]
             more = len(candidates) > page.size
-            hydrated = await self._posts.hydrate(conn, window)
+            hydrated = await self._posts.hydrate(conn, window, home_feed_of=user)
         visible = [p for p in hydrated if p.author_id != user]
         return FeedPage(visible, encode_cursor(window[-1]) if more and window else "")
 

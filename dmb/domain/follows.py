@@ -16,6 +16,7 @@ import psycopg
 
 from dmb.domain.identity import Caller
 from dmb.domain.paging import Page, next_cursor
+from dmb.domain.relationships import HIDDEN_BY_BLOCKS, lock_pair, refuse_if_blocked
 from dmb.errors import InvalidArgument, NotFound
 from dmb.ids import ABOVE_EVERY_ID
 from dmb.stores.postgres import AsyncConn, Database
@@ -131,6 +132,8 @@ class FollowGraph:
             raise InvalidArgument("you cannot follow yourself")
         try:
             async with self._db.transaction() as conn:
+                await lock_pair(conn, caller.user_id, user_id)  # a racing block waits, or wins
+                await refuse_if_blocked(conn, caller.user_id, user_id)
                 await conn.execute(
                     "INSERT INTO follows (follower_id, followee_id) VALUES (%s, %s) "
                     "ON CONFLICT DO NOTHING",
@@ -179,8 +182,14 @@ class FollowGraph:
                 raise NotFound(f"user {user_id} does not exist")
             cursor = await conn.execute(
                 f"SELECT id, {other_column} FROM follows "
-                f"WHERE {owner_column} = %s AND id < %s ORDER BY id DESC LIMIT %s",
-                (user_id, page.below, page.size + 1),
+                f"WHERE {owner_column} = %(user)s AND id < %(below)s "
+                f"AND {other_column} NOT IN {HIDDEN_BY_BLOCKS} ORDER BY id DESC LIMIT %(limit)s",
+                {
+                    "user": user_id,
+                    "below": page.below,
+                    "limit": page.size + 1,
+                    "reader": caller.user_id,
+                },
             )
             rows = await cursor.fetchall()
         shown = rows[: page.size]

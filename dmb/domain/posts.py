@@ -17,12 +17,24 @@ import psycopg
 from dmb.domain.counters import COMMENTS, LIKES, Counters, Counts
 from dmb.domain.identity import Caller
 from dmb.domain.paging import Page, next_cursor
+from dmb.domain.relationships import (
+    BLOCKED,
+    HIDDEN_BY_BLOCKS,
+    HIDDEN_FROM_FEED,
+    refuse_if_blocked,
+)
 from dmb.domain.timestamps import to_timestamp
 from dmb.errors import NotFound, PermissionDenied
 from dmb.stores.postgres import AsyncConn, Database
 from dmb.v1 import resources_pb2
 
 _POST_COLUMNS = "p.id, p.author_id, p.content, p.created_at, u.username, u.display_name"
+# The post %(post)s's author and %(reader)s are not in a block, either way.
+_NOT_BLOCKED_BY_AUTHOR = (
+    "NOT EXISTS (SELECT 1 FROM posts p JOIN blocks b ON "
+    "(b.blocker_id = p.author_id AND b.blocked_id = %(reader)s) "
+    "OR (b.blocker_id = %(reader)s AND b.blocked_id = p.author_id) WHERE p.id = %(post)s)"
+)
 
 
 @dataclass(frozen=True)
@@ -107,18 +119,23 @@ class Posts:
         async with self._db.reading(for_user=reader.user_id if reader else None) as conn:
             return await self.hydrate(conn, post_ids)
 
-    async def hydrate(self, conn: AsyncConn, post_ids: Sequence[int]) -> list[resources_pb2.Post]:
+    async def hydrate(
+        self, conn: AsyncConn, post_ids: Sequence[int], home_feed_of: int | None = None
+    ) -> list[resources_pb2.Post]:
         """get_many on a connection the caller holds: the rows query and the counters read run
-        concurrently (counts of posts the query does not return are simply not used)."""
+        concurrently (counts of posts the query does not return are simply not used).
+        `home_feed_of`: leave out the posts that user's home feed hides (blocks either way,
+        mutes), in the same query."""
         ids = list(post_ids)
         if not ids:
             return []
+        hidden = "" if home_feed_of is None else f" AND p.author_id NOT IN {HIDDEN_FROM_FEED}"
 
         async def rows_by_id() -> dict[int, Any]:
             cursor = await conn.execute(
                 f"SELECT {_POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.author_id "
-                "WHERE p.id = ANY(%s)",
-                (ids,),
+                f"WHERE p.id = ANY(%(ids)s){hidden}",
+                {"ids": ids, "reader": home_feed_of},
             )
             return {int(row[0]): row for row in await cursor.fetchall()}
 
@@ -165,11 +182,13 @@ class Posts:
         try:
             async with self._db.transaction() as conn:
                 cursor = await conn.execute(
-                    "INSERT INTO likes (post_id, user_id) VALUES (%s, %s) "
-                    "ON CONFLICT DO NOTHING RETURNING 1",
-                    (post_id, caller.user_id),
+                    "INSERT INTO likes (post_id, user_id) SELECT %(post)s, %(reader)s "
+                    f"WHERE {_NOT_BLOCKED_BY_AUTHOR} ON CONFLICT DO NOTHING RETURNING 1",
+                    {"post": post_id, "reader": caller.user_id},
                 )
                 changed = await cursor.fetchone() is not None
+                if not changed:  # liked before, or a block between the two: tell which
+                    await self._refuse_if_blocked(conn, caller, post_id)
         except psycopg.errors.ForeignKeyViolation:
             raise NotFound(f"post {post_id} does not exist") from None
         return await self._count_after(post_id, LIKES, 1 if changed else 0)
@@ -191,12 +210,15 @@ class Posts:
         try:
             async with self._db.transaction() as conn:
                 cursor = await conn.execute(
-                    "INSERT INTO comments (post_id, author_id, content) VALUES (%s, %s, %s) "
+                    "INSERT INTO comments (post_id, author_id, content) "
+                    "SELECT %(post)s, %(reader)s, %(text)s "
+                    f"WHERE {_NOT_BLOCKED_BY_AUTHOR} "
                     "RETURNING id, post_id, author_id, content, created_at",
-                    (post_id, caller.user_id, text),
+                    {"post": post_id, "reader": caller.user_id, "text": text},
                 )
                 row = await cursor.fetchone()
-                assert row is not None
+                if row is None:  # the post exists (else a foreign-key error): a block
+                    raise PermissionDenied(BLOCKED)
                 await self._db.remember_write(conn, caller.user_id)
         except psycopg.errors.ForeignKeyViolation:
             raise NotFound(f"post {post_id} does not exist") from None
@@ -208,8 +230,14 @@ class Posts:
             await self._require_post(conn, post_id)
             cursor = await conn.execute(
                 "SELECT id, post_id, author_id, content, created_at FROM comments "
-                "WHERE post_id = %s AND id > %s ORDER BY id LIMIT %s",
-                (post_id, page.above, page.size + 1),
+                "WHERE post_id = %(post)s AND id > %(above)s "
+                f"AND author_id NOT IN {HIDDEN_BY_BLOCKS} ORDER BY id LIMIT %(limit)s",
+                {
+                    "post": post_id,
+                    "above": page.above,
+                    "limit": page.size + 1,
+                    "reader": caller.user_id,
+                },
             )
             rows = await cursor.fetchall()
         shown = rows[: page.size]
@@ -232,6 +260,12 @@ class Posts:
                 raise PermissionDenied("only the comment's or the post's author may delete it")
             await conn.execute("DELETE FROM comments WHERE id = %s", (comment_id,))
         await self.counters.changed(post_id, COMMENTS, -1)
+
+    async def _refuse_if_blocked(self, conn: AsyncConn, caller: Caller, post_id: int) -> None:
+        cursor = await conn.execute("SELECT author_id FROM posts WHERE id = %s", (post_id,))
+        row = await cursor.fetchone()
+        if row is not None:
+            await refuse_if_blocked(conn, caller.user_id, int(row[0]))
 
     async def _require_post(self, conn: AsyncConn, post_id: int) -> None:
         cursor = await conn.execute("SELECT 1 FROM posts WHERE id = %s", (post_id,))

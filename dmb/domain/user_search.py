@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 
 from dmb.domain.paging import DEFAULT_PAGE_SIZE
+from dmb.domain.relationships import HIDDEN_BY_BLOCKS
 from dmb.domain.users import USER_COLUMNS, user_message
 from dmb.errors import InvalidArgument
 from dmb.ids import ABOVE_EVERY_ID
@@ -29,11 +30,13 @@ _BY_DISPLAY_NAME = 'lower(display_name) COLLATE "C"'
 SEARCH_SQL = f"""
 (SELECT {USER_COLUMNS}, {_BY_USERNAME} AS entry, 'u' AS kind FROM users
   WHERE ({_BY_USERNAME}, id) > (%(text)s, %(id)s) AND {_BY_USERNAME} < %(high)s
+    AND id NOT IN {HIDDEN_BY_BLOCKS}
   ORDER BY {_BY_USERNAME}, id LIMIT %(limit)s)
 UNION ALL
 (SELECT {USER_COLUMNS}, {_BY_DISPLAY_NAME}, 'd' FROM users
   WHERE ({_BY_DISPLAY_NAME}, id) > (%(text)s, %(id)s) AND {_BY_DISPLAY_NAME} < %(high)s
     AND NOT ({_BY_USERNAME} >= %(low)s AND {_BY_USERNAME} < %(high)s)
+    AND id NOT IN {HIDDEN_BY_BLOCKS}
   ORDER BY {_BY_DISPLAY_NAME}, id LIMIT %(limit)s)
 ORDER BY entry, id LIMIT %(limit)s
 """
@@ -64,14 +67,21 @@ def prefix_range(typed: str) -> tuple[str, str]:
 
 
 def search_parameters(
-    low: str, high: str, after: tuple[str, int], limit: int
+    low: str, high: str, after: tuple[str, int], limit: int, reader: int = 0
 ) -> dict[str, str | int]:
     """SEARCH_SQL's parameters. Each range starts at ONE row bound, (text, id) > (start): with
     `text >= low` beside a row comparison, Postgres' btree may take the row comparison's weaker
     bound as the start and walk every entry below the prefix (measured: ~2,500 pages read for a
     page of nothing). The start is the cursor's entry, or (low, 0) where that is further on."""
     text, entry_id = max(after, (low, 0))
-    return {"low": low, "high": high, "text": text, "id": entry_id, "limit": limit}
+    return {
+        "low": low,
+        "high": high,
+        "text": text,
+        "id": entry_id,
+        "limit": limit,
+        "reader": reader,  # accounts in a block with the reader are left out
+    }
 
 
 def parse_cursor(cursor: str) -> tuple[int, str]:
@@ -87,7 +97,7 @@ class UserSearch:
         self._db = db
 
     async def search(
-        self, query: str, page_size: int, cursor: str
+        self, query: str, page_size: int, cursor: str, reader: int = 0
     ) -> tuple[list[resources_pb2.User], str]:
         """One page of matches and the cursor of the next ("" on the last page)."""
         size = page_size or DEFAULT_PAGE_SIZE
@@ -109,7 +119,7 @@ class UserSearch:
             rows = await (
                 await conn.execute(
                     SEARCH_SQL,
-                    search_parameters(low, high, (after_text, after_id), size + 1),
+                    search_parameters(low, high, (after_text, after_id), size + 1, reader),
                 )
             ).fetchall()
         users = [user_message(row[:-2], with_email=False) for row in rows[:size]]

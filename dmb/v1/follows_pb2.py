@@ -27,7 +27,7 @@ from dmb.v1 import options_pb2 as dmb_dot_v1_dot_options__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64mb/v1/follows.proto\x12\x06\x64mb.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x14\x64mb/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\")\n\rFollowRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\x10\n\x0e\x46ollowResponse\"+\n\x0fUnfollowRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\x12\n\x10UnfollowResponse\"\xd5\x02\n\x14ListFollowersRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x1c\n\tpage_size\x18\x02 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x84\x02\n\x06\x63ursor\x18\x03 \x01(\tB\xf3\x01\xbaH\xef\x01r\xec\x01\x18 2\xe7\x01^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$\">\n\x15ListFollowersResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\x03\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\xd5\x02\n\x14ListFollowingRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x1c\n\tpage_size\x18\x02 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x84\x02\n\x06\x63ursor\x18\x03 \x01(\tB\xf3\x01\xbaH\xef\x01r\xec\x01\x18 2\xe7\x01^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$\">\n\x15ListFollowingResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\x03\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"+\n\x0fGetStatsRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"Y\n\x10GetStatsResponse\x12\x16\n\x0e\x66ollower_count\x18\x01 \x01(\x03\x12\x17\n\x0f\x66ollowing_count\x18\x02 \x01(\x03\x12\x14\n\x0cis_celebrity\x18\x03 \x01(\x08\x32\xa8\x04\n\rFollowService\x12[\n\x06\x46ollow\x12\x15.dmb.v1.FollowRequest\x1a\x16.dmb.v1.FollowResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x1a/v1/users/{user_id}/follow\x12\x61\n\x08Unfollow\x12\x17.dmb.v1.UnfollowRequest\x1a\x18.dmb.v1.UnfollowResponse\"\"\x82\xd3\xe4\x93\x02\x1c*\x1a/v1/users/{user_id}/follow\x12s\n\rListFollowers\x12\x1c.dmb.v1.ListFollowersRequest\x1a\x1d.dmb.v1.ListFollowersResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/users/{user_id}/followers\x12s\n\rListFollowing\x12\x1c.dmb.v1.ListFollowingRequest\x1a\x1d.dmb.v1.ListFollowingResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/users/{user_id}/following\x12`\n\x08GetStats\x12\x17.dmb.v1.GetStatsRequest\x1a\x18.dmb.v1.GetStatsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/users/{user_id}/stats\x1a\x0b\xd2\xf3\x18\x07\x66ollowsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64mb/v1/follows.proto\x12\x06\x64mb.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x14\x64mb/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\")\n\rFollowRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\x10\n\x0e\x46ollowResponse\"+\n\x0fUnfollowRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\x12\n\x10UnfollowResponse\"\xd5\x02\n\x14ListFollowersRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x1c\n\tpage_size\x18\x02 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x84\x02\n\x06\x63ursor\x18\x03 \x01(\tB\xf3\x01\xbaH\xef\x01r\xec\x01\x18 2\xe7\x01^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$\">\n\x15ListFollowersResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\x03\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\xd5\x02\n\x14ListFollowingRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x1c\n\tpage_size\x18\x02 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x84\x02\n\x06\x63ursor\x18\x03 \x01(\tB\xf3\x01\xbaH\xef\x01r\xec\x01\x18 2\xe7\x01^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$\">\n\x15ListFollowingResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\x03\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"+\n\x0fGetStatsRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"Y\n\x10GetStatsResponse\x12\x16\n\x0e\x66ollower_count\x18\x01 \x01(\x03\x12\x17\n\x0f\x66ollowing_count\x18\x02 \x01(\x03\x12\x14\n\x0cis_celebrity\x18\x03 \x01(\x08\",\n\x10\x42lockUserRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\x13\n\x11\x42lockUserResponse\".\n\x12UnblockUserRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\x15\n\x13UnblockUserResponse\"\xb8\x02\n\x11ListBlocksRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x84\x02\n\x06\x63ursor\x18\x02 \x01(\tB\xf3\x01\xbaH\xef\x01r\xec\x01\x18 2\xe7\x01^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$\";\n\x12ListBlocksResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\x03\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"+\n\x0fMuteUserRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\x12\n\x10MuteUserResponse\"-\n\x11UnmuteUserRequest\x12\x18\n\x07user_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\x14\n\x12UnmuteUserResponse\"\xb7\x02\n\x10ListMutesRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x84\x02\n\x06\x63ursor\x18\x02 \x01(\tB\xf3\x01\xbaH\xef\x01r\xec\x01\x18 2\xe7\x01^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$\":\n\x11ListMutesResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\x03\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t2\x80\t\n\rFollowService\x12[\n\x06\x46ollow\x12\x15.dmb.v1.FollowRequest\x1a\x16.dmb.v1.FollowResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x1a/v1/users/{user_id}/follow\x12\x61\n\x08Unfollow\x12\x17.dmb.v1.UnfollowRequest\x1a\x18.dmb.v1.UnfollowResponse\"\"\x82\xd3\xe4\x93\x02\x1c*\x1a/v1/users/{user_id}/follow\x12s\n\rListFollowers\x12\x1c.dmb.v1.ListFollowersRequest\x1a\x1d.dmb.v1.ListFollowersResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/users/{user_id}/followers\x12s\n\rListFollowing\x12\x1c.dmb.v1.ListFollowingRequest\x1a\x1d.dmb.v1.ListFollowingResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/users/{user_id}/following\x12\x63\n\tBlockUser\x12\x18.dmb.v1.BlockUserRequest\x1a\x19.dmb.v1.BlockUserResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x19/v1/users/{user_id}/block\x12i\n\x0bUnblockUser\x12\x1a.dmb.v1.UnblockUserRequest\x1a\x1b.dmb.v1.UnblockUserResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/users/{user_id}/block\x12`\n\nListBlocks\x12\x19.dmb.v1.ListBlocksRequest\x1a\x1a.dmb.v1.ListBlocksResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/me/blocks\x12_\n\x08MuteUser\x12\x17.dmb.v1.MuteUserRequest\x1a\x18.dmb.v1.MuteUserResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x18/v1/users/{user_id}/mute\x12\x65\n\nUnmuteUser\x12\x19.dmb.v1.UnmuteUserRequest\x1a\x1a.dmb.v1.UnmuteUserResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1/users/{user_id}/mute\x12\\\n\tListMutes\x12\x18.dmb.v1.ListMutesRequest\x1a\x19.dmb.v1.ListMutesResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/users/me/mutes\x12`\n\x08GetStats\x12\x17.dmb.v1.GetStatsRequest\x1a\x18.dmb.v1.GetStatsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/users/{user_id}/stats\x1a\x0b\xd2\xf3\x18\x07\x66ollowsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,6 +52,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTFOLLOWINGREQUEST'].fields_by_name['cursor']._serialized_options = b'\272H\357\001r\354\001\030 2\347\001^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$'
   _globals['_GETSTATSREQUEST'].fields_by_name['user_id']._loaded_options = None
   _globals['_GETSTATSREQUEST'].fields_by_name['user_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_BLOCKUSERREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_BLOCKUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_UNBLOCKUSERREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_UNBLOCKUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_LISTBLOCKSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTBLOCKSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\006\032\004\030d(\000'
+  _globals['_LISTBLOCKSREQUEST'].fields_by_name['cursor']._loaded_options = None
+  _globals['_LISTBLOCKSREQUEST'].fields_by_name['cursor']._serialized_options = b'\272H\357\001r\354\001\030 2\347\001^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$'
+  _globals['_MUTEUSERREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_MUTEUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_UNMUTEUSERREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_UNMUTEUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_LISTMUTESREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTMUTESREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\006\032\004\030d(\000'
+  _globals['_LISTMUTESREQUEST'].fields_by_name['cursor']._loaded_options = None
+  _globals['_LISTMUTESREQUEST'].fields_by_name['cursor']._serialized_options = b'\272H\357\001r\354\001\030 2\347\001^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$'
   _globals['_FOLLOWSERVICE']._loaded_options = None
   _globals['_FOLLOWSERVICE']._serialized_options = b'\322\363\030\007follows'
   _globals['_FOLLOWSERVICE'].methods_by_name['Follow']._loaded_options = None
@@ -62,6 +78,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FOLLOWSERVICE'].methods_by_name['ListFollowers']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/users/{user_id}/followers'
   _globals['_FOLLOWSERVICE'].methods_by_name['ListFollowing']._loaded_options = None
   _globals['_FOLLOWSERVICE'].methods_by_name['ListFollowing']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/users/{user_id}/following'
+  _globals['_FOLLOWSERVICE'].methods_by_name['BlockUser']._loaded_options = None
+  _globals['_FOLLOWSERVICE'].methods_by_name['BlockUser']._serialized_options = b'\202\323\344\223\002\033\"\031/v1/users/{user_id}/block'
+  _globals['_FOLLOWSERVICE'].methods_by_name['UnblockUser']._loaded_options = None
+  _globals['_FOLLOWSERVICE'].methods_by_name['UnblockUser']._serialized_options = b'\202\323\344\223\002\033*\031/v1/users/{user_id}/block'
+  _globals['_FOLLOWSERVICE'].methods_by_name['ListBlocks']._loaded_options = None
+  _globals['_FOLLOWSERVICE'].methods_by_name['ListBlocks']._serialized_options = b'\202\323\344\223\002\025\022\023/v1/users/me/blocks'
+  _globals['_FOLLOWSERVICE'].methods_by_name['MuteUser']._loaded_options = None
+  _globals['_FOLLOWSERVICE'].methods_by_name['MuteUser']._serialized_options = b'\202\323\344\223\002\032\"\030/v1/users/{user_id}/mute'
+  _globals['_FOLLOWSERVICE'].methods_by_name['UnmuteUser']._loaded_options = None
+  _globals['_FOLLOWSERVICE'].methods_by_name['UnmuteUser']._serialized_options = b'\202\323\344\223\002\032*\030/v1/users/{user_id}/mute'
+  _globals['_FOLLOWSERVICE'].methods_by_name['ListMutes']._loaded_options = None
+  _globals['_FOLLOWSERVICE'].methods_by_name['ListMutes']._serialized_options = b'\202\323\344\223\002\024\022\022/v1/users/me/mutes'
   _globals['_FOLLOWSERVICE'].methods_by_name['GetStats']._loaded_options = None
   _globals['_FOLLOWSERVICE'].methods_by_name['GetStats']._serialized_options = b'\202\323\344\223\002\033\022\031/v1/users/{user_id}/stats'
   _globals['_FOLLOWREQUEST']._serialized_start=113
@@ -84,6 +112,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATSREQUEST']._serialized_end=1098
   _globals['_GETSTATSRESPONSE']._serialized_start=1100
   _globals['_GETSTATSRESPONSE']._serialized_end=1189
-  _globals['_FOLLOWSERVICE']._serialized_start=1192
-  _globals['_FOLLOWSERVICE']._serialized_end=1744
+  _globals['_BLOCKUSERREQUEST']._serialized_start=1191
+  _globals['_BLOCKUSERREQUEST']._serialized_end=1235
+  _globals['_BLOCKUSERRESPONSE']._serialized_start=1237
+  _globals['_BLOCKUSERRESPONSE']._serialized_end=1256
+  _globals['_UNBLOCKUSERREQUEST']._serialized_start=1258
+  _globals['_UNBLOCKUSERREQUEST']._serialized_end=1304
+  _globals['_UNBLOCKUSERRESPONSE']._serialized_start=1306
+  _globals['_UNBLOCKUSERRESPONSE']._serialized_end=1327
+  _globals['_LISTBLOCKSREQUEST']._serialized_start=1330
+  _globals['_LISTBLOCKSREQUEST']._serialized_end=1642
+  _globals['_LISTBLOCKSRESPONSE']._serialized_start=1644
+  _globals['_LISTBLOCKSRESPONSE']._serialized_end=1703
+  _globals['_MUTEUSERREQUEST']._serialized_start=1705
+  _globals['_MUTEUSERREQUEST']._serialized_end=1748
+  _globals['_MUTEUSERRESPONSE']._serialized_start=1750
+  _globals['_MUTEUSERRESPONSE']._serialized_end=1768
+  _globals['_UNMUTEUSERREQUEST']._serialized_start=1770
+  _globals['_UNMUTEUSERREQUEST']._serialized_end=1815
+  _globals['_UNMUTEUSERRESPONSE']._serialized_start=1817
+  _globals['_UNMUTEUSERRESPONSE']._serialized_end=1837
+  _globals['_LISTMUTESREQUEST']._serialized_start=1840
+  _globals['_LISTMUTESREQUEST']._serialized_end=2151
+  _globals['_LISTMUTESRESPONSE']._serialized_start=2153
+  _globals['_LISTMUTESRESPONSE']._serialized_end=2211
+  _globals['_FOLLOWSERVICE']._serialized_start=2214
+  _globals['_FOLLOWSERVICE']._serialized_end=3366
 # @@protoc_insertion_point(module_scope)

@@ -55,6 +55,36 @@ class FollowServiceStub:
                 request_serializer=dmb_dot_v1_dot_follows__pb2.ListFollowingRequest.SerializeToString,
                 response_deserializer=dmb_dot_v1_dot_follows__pb2.ListFollowingResponse.FromString,
                 _registered_method=True)
+        self.BlockUser = channel.unary_unary(
+                '/dmb.v1.FollowService/BlockUser',
+                request_serializer=dmb_dot_v1_dot_follows__pb2.BlockUserRequest.SerializeToString,
+                response_deserializer=dmb_dot_v1_dot_follows__pb2.BlockUserResponse.FromString,
+                _registered_method=True)
+        self.UnblockUser = channel.unary_unary(
+                '/dmb.v1.FollowService/UnblockUser',
+                request_serializer=dmb_dot_v1_dot_follows__pb2.UnblockUserRequest.SerializeToString,
+                response_deserializer=dmb_dot_v1_dot_follows__pb2.UnblockUserResponse.FromString,
+                _registered_method=True)
+        self.ListBlocks = channel.unary_unary(
+                '/dmb.v1.FollowService/ListBlocks',
+                request_serializer=dmb_dot_v1_dot_follows__pb2.ListBlocksRequest.SerializeToString,
+                response_deserializer=dmb_dot_v1_dot_follows__pb2.ListBlocksResponse.FromString,
+                _registered_method=True)
+        self.MuteUser = channel.unary_unary(
+                '/dmb.v1.FollowService/MuteUser',
+                request_serializer=dmb_dot_v1_dot_follows__pb2.MuteUserRequest.SerializeToString,
+                response_deserializer=dmb_dot_v1_dot_follows__pb2.MuteUserResponse.FromString,
+                _registered_method=True)
+        self.UnmuteUser = channel.unary_unary(
+                '/dmb.v1.FollowService/UnmuteUser',
+                request_serializer=dmb_dot_v1_dot_follows__pb2.UnmuteUserRequest.SerializeToString,
+                response_deserializer=dmb_dot_v1_dot_follows__pb2.UnmuteUserResponse.FromString,
+                _registered_method=True)
+        self.ListMutes = channel.unary_unary(
+                '/dmb.v1.FollowService/ListMutes',
+                request_serializer=dmb_dot_v1_dot_follows__pb2.ListMutesRequest.SerializeToString,
+                response_deserializer=dmb_dot_v1_dot_follows__pb2.ListMutesResponse.FromString,
+                _registered_method=True)
         self.GetStats = channel.unary_unary(
                 '/dmb.v1.FollowService/GetStats',
                 request_serializer=dmb_dot_v1_dot_follows__pb2.GetStatsRequest.SerializeToString,
@@ -94,6 +124,51 @@ class FollowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BlockUser(self, request, context):
+        """The caller blocks `user_id`. Idempotent. Neither then sees the other in feeds, lists or
+        search; `user_id` can no longer follow the caller or like or comment on the caller's posts;
+        the follows between the two are removed, both ways.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnblockUser(self, request, context):
+        """The caller lifts a block. Idempotent; the follows the block removed stay removed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBlocks(self, request, context):
+        """Accounts the caller blocked, newest block first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MuteUser(self, request, context):
+        """The caller mutes `user_id`: its posts leave the caller's home feed, nothing else changes.
+        Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnmuteUser(self, request, context):
+        """The caller unmutes `user_id`: its posts are back in the home feed at once. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMutes(self, request, context):
+        """Accounts the caller muted, newest mute first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStats(self, request, context):
         """Follower and following counts, and whether the account is a celebrity (fan-out on read).
         """
@@ -123,6 +198,36 @@ def add_FollowServiceServicer_to_server(servicer, server):
                     servicer.ListFollowing,
                     request_deserializer=dmb_dot_v1_dot_follows__pb2.ListFollowingRequest.FromString,
                     response_serializer=dmb_dot_v1_dot_follows__pb2.ListFollowingResponse.SerializeToString,
+            ),
+            'BlockUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.BlockUser,
+                    request_deserializer=dmb_dot_v1_dot_follows__pb2.BlockUserRequest.FromString,
+                    response_serializer=dmb_dot_v1_dot_follows__pb2.BlockUserResponse.SerializeToString,
+            ),
+            'UnblockUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnblockUser,
+                    request_deserializer=dmb_dot_v1_dot_follows__pb2.UnblockUserRequest.FromString,
+                    response_serializer=dmb_dot_v1_dot_follows__pb2.UnblockUserResponse.SerializeToString,
+            ),
+            'ListBlocks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBlocks,
+                    request_deserializer=dmb_dot_v1_dot_follows__pb2.ListBlocksRequest.FromString,
+                    response_serializer=dmb_dot_v1_dot_follows__pb2.ListBlocksResponse.SerializeToString,
+            ),
+            'MuteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.MuteUser,
+                    request_deserializer=dmb_dot_v1_dot_follows__pb2.MuteUserRequest.FromString,
+                    response_serializer=dmb_dot_v1_dot_follows__pb2.MuteUserResponse.SerializeToString,
+            ),
+            'UnmuteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnmuteUser,
+                    request_deserializer=dmb_dot_v1_dot_follows__pb2.UnmuteUserRequest.FromString,
+                    response_serializer=dmb_dot_v1_dot_follows__pb2.UnmuteUserResponse.SerializeToString,
+            ),
+            'ListMutes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMutes,
+                    request_deserializer=dmb_dot_v1_dot_follows__pb2.ListMutesRequest.FromString,
+                    response_serializer=dmb_dot_v1_dot_follows__pb2.ListMutesResponse.SerializeToString,
             ),
             'GetStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStats,
@@ -239,6 +344,168 @@ class FollowService:
             '/dmb.v1.FollowService/ListFollowing',
             dmb_dot_v1_dot_follows__pb2.ListFollowingRequest.SerializeToString,
             dmb_dot_v1_dot_follows__pb2.ListFollowingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlockUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dmb.v1.FollowService/BlockUser',
+            dmb_dot_v1_dot_follows__pb2.BlockUserRequest.SerializeToString,
+            dmb_dot_v1_dot_follows__pb2.BlockUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnblockUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dmb.v1.FollowService/UnblockUser',
+            dmb_dot_v1_dot_follows__pb2.UnblockUserRequest.SerializeToString,
+            dmb_dot_v1_dot_follows__pb2.UnblockUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBlocks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dmb.v1.FollowService/ListBlocks',
+            dmb_dot_v1_dot_follows__pb2.ListBlocksRequest.SerializeToString,
+            dmb_dot_v1_dot_follows__pb2.ListBlocksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MuteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dmb.v1.FollowService/MuteUser',
+            dmb_dot_v1_dot_follows__pb2.MuteUserRequest.SerializeToString,
+            dmb_dot_v1_dot_follows__pb2.MuteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnmuteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dmb.v1.FollowService/UnmuteUser',
+            dmb_dot_v1_dot_follows__pb2.UnmuteUserRequest.SerializeToString,
+            dmb_dot_v1_dot_follows__pb2.UnmuteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMutes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dmb.v1.FollowService/ListMutes',
+            dmb_dot_v1_dot_follows__pb2.ListMutesRequest.SerializeToString,
+            dmb_dot_v1_dot_follows__pb2.ListMutesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,23 @@ class FollowServiceStub:
     """Accounts that follow `user_id`, newest follow first."""
     ListFollowing: _grpc.UnaryUnaryMultiCallable[_follows_pb2.ListFollowingRequest, _follows_pb2.ListFollowingResponse]
     """Accounts that `user_id` follows, newest follow first."""
+    BlockUser: _grpc.UnaryUnaryMultiCallable[_follows_pb2.BlockUserRequest, _follows_pb2.BlockUserResponse]
+    """The caller blocks `user_id`. Idempotent. Neither then sees the other in feeds, lists or
+    search; `user_id` can no longer follow the caller or like or comment on the caller's posts;
+    the follows between the two are removed, both ways.
+    """
+    UnblockUser: _grpc.UnaryUnaryMultiCallable[_follows_pb2.UnblockUserRequest, _follows_pb2.UnblockUserResponse]
+    """The caller lifts a block. Idempotent; the follows the block removed stay removed."""
+    ListBlocks: _grpc.UnaryUnaryMultiCallable[_follows_pb2.ListBlocksRequest, _follows_pb2.ListBlocksResponse]
+    """Accounts the caller blocked, newest block first."""
+    MuteUser: _grpc.UnaryUnaryMultiCallable[_follows_pb2.MuteUserRequest, _follows_pb2.MuteUserResponse]
+    """The caller mutes `user_id`: its posts leave the caller's home feed, nothing else changes.
+    Idempotent.
+    """
+    UnmuteUser: _grpc.UnaryUnaryMultiCallable[_follows_pb2.UnmuteUserRequest, _follows_pb2.UnmuteUserResponse]
+    """The caller unmutes `user_id`: its posts are back in the home feed at once. Idempotent."""
+    ListMutes: _grpc.UnaryUnaryMultiCallable[_follows_pb2.ListMutesRequest, _follows_pb2.ListMutesResponse]
+    """Accounts the caller muted, newest mute first."""
     GetStats: _grpc.UnaryUnaryMultiCallable[_follows_pb2.GetStatsRequest, _follows_pb2.GetStatsResponse]
     """Follower and following counts, and whether the account is a celebrity (fan-out on read)."""
 
@@ -57,6 +74,23 @@ class FollowServiceAsyncStub(FollowServiceStub):
     """Accounts that follow `user_id`, newest follow first."""
     ListFollowing: _aio.UnaryUnaryMultiCallable[_follows_pb2.ListFollowingRequest, _follows_pb2.ListFollowingResponse]  # type: ignore[assignment]
     """Accounts that `user_id` follows, newest follow first."""
+    BlockUser: _aio.UnaryUnaryMultiCallable[_follows_pb2.BlockUserRequest, _follows_pb2.BlockUserResponse]  # type: ignore[assignment]
+    """The caller blocks `user_id`. Idempotent. Neither then sees the other in feeds, lists or
+    search; `user_id` can no longer follow the caller or like or comment on the caller's posts;
+    the follows between the two are removed, both ways.
+    """
+    UnblockUser: _aio.UnaryUnaryMultiCallable[_follows_pb2.UnblockUserRequest, _follows_pb2.UnblockUserResponse]  # type: ignore[assignment]
+    """The caller lifts a block. Idempotent; the follows the block removed stay removed."""
+    ListBlocks: _aio.UnaryUnaryMultiCallable[_follows_pb2.ListBlocksRequest, _follows_pb2.ListBlocksResponse]  # type: ignore[assignment]
+    """Accounts the caller blocked, newest block first."""
+    MuteUser: _aio.UnaryUnaryMultiCallable[_follows_pb2.MuteUserRequest, _follows_pb2.MuteUserResponse]  # type: ignore[assignment]
+    """The caller mutes `user_id`: its posts leave the caller's home feed, nothing else changes.
+    Idempotent.
+    """
+    UnmuteUser: _aio.UnaryUnaryMultiCallable[_follows_pb2.UnmuteUserRequest, _follows_pb2.UnmuteUserResponse]  # type: ignore[assignment]
+    """The caller unmutes `user_id`: its posts are back in the home feed at once. Idempotent."""
+    ListMutes: _aio.UnaryUnaryMultiCallable[_follows_pb2.ListMutesRequest, _follows_pb2.ListMutesResponse]  # type: ignore[assignment]
+    """Accounts the caller muted, newest mute first."""
     GetStats: _aio.UnaryUnaryMultiCallable[_follows_pb2.GetStatsRequest, _follows_pb2.GetStatsResponse]  # type: ignore[assignment]
     """Follower and following counts, and whether the account is a celebrity (fan-out on read)."""
 
@@ -94,6 +128,59 @@ class FollowServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_follows_pb2.ListFollowingResponse, _abc.Awaitable[_follows_pb2.ListFollowingResponse]]:
         """Accounts that `user_id` follows, newest follow first."""
+
+    @_abc_1.abstractmethod
+    def BlockUser(
+        self,
+        request: _follows_pb2.BlockUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_follows_pb2.BlockUserResponse, _abc.Awaitable[_follows_pb2.BlockUserResponse]]:
+        """The caller blocks `user_id`. Idempotent. Neither then sees the other in feeds, lists or
+        search; `user_id` can no longer follow the caller or like or comment on the caller's posts;
+        the follows between the two are removed, both ways.
+        """
+
+    @_abc_1.abstractmethod
+    def UnblockUser(
+        self,
+        request: _follows_pb2.UnblockUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_follows_pb2.UnblockUserResponse, _abc.Awaitable[_follows_pb2.UnblockUserResponse]]:
+        """The caller lifts a block. Idempotent; the follows the block removed stay removed."""
+
+    @_abc_1.abstractmethod
+    def ListBlocks(
+        self,
+        request: _follows_pb2.ListBlocksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_follows_pb2.ListBlocksResponse, _abc.Awaitable[_follows_pb2.ListBlocksResponse]]:
+        """Accounts the caller blocked, newest block first."""
+
+    @_abc_1.abstractmethod
+    def MuteUser(
+        self,
+        request: _follows_pb2.MuteUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_follows_pb2.MuteUserResponse, _abc.Awaitable[_follows_pb2.MuteUserResponse]]:
+        """The caller mutes `user_id`: its posts leave the caller's home feed, nothing else changes.
+        Idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def UnmuteUser(
+        self,
+        request: _follows_pb2.UnmuteUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_follows_pb2.UnmuteUserResponse, _abc.Awaitable[_follows_pb2.UnmuteUserResponse]]:
+        """The caller unmutes `user_id`: its posts are back in the home feed at once. Idempotent."""
+
+    @_abc_1.abstractmethod
+    def ListMutes(
+        self,
+        request: _follows_pb2.ListMutesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_follows_pb2.ListMutesResponse, _abc.Awaitable[_follows_pb2.ListMutesResponse]]:
+        """Accounts the caller muted, newest mute first."""
 
     @_abc_1.abstractmethod
     def GetStats(

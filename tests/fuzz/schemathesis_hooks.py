@@ -40,10 +40,10 @@ _OWN_ID: set[str] = set()  # the fuzzing account's id, once known
 
 @schemathesis.hook
 def filter_case(context: Any, case: Any) -> bool:
-    """Leave out following or unfollowing yourself: the document cannot say that `user_id` must
-    not be the caller (400 "you cannot follow yourself" is right), and the caller's own id is in
-    the replies of GET and PATCH /v1/users/me, which the fuzzer reuses."""
-    if not case.path.endswith("/follow"):
+    """Leave out following, blocking or muting yourself (or undoing it): the document cannot say
+    that `user_id` must not be the caller (400 "you cannot follow yourself" is right), and the
+    caller's own id is in the replies of GET and PATCH /v1/users/me, which the fuzzer reuses."""
+    if not case.path.endswith(("/follow", "/block", "/mute")):
         return True
     return str((case.path_parameters or {}).get("user_id")) not in _OWN_ID
 

@@ -42,6 +42,16 @@ CONTRACT = {  # DESIGN.md §4: path -> verb -> operationId
     },
     "/v1/posts/{post_id}/comments/{comment_id}": {"delete": "PostService_DeleteComment"},
     "/v1/feed": {"get": "FeedService_GetHomeFeed"},
+    "/v1/users/{user_id}/block": {
+        "post": "FollowService_BlockUser",
+        "delete": "FollowService_UnblockUser",
+    },
+    "/v1/users/{user_id}/mute": {
+        "post": "FollowService_MuteUser",
+        "delete": "FollowService_UnmuteUser",
+    },
+    "/v1/users/me/blocks": {"get": "FollowService_ListBlocks"},
+    "/v1/users/me/mutes": {"get": "FollowService_ListMutes"},
     "/healthz": {"get": "healthz"},
     "/openapi.json": {"get": "openapi"},
 }
