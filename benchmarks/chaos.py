@@ -132,6 +132,7 @@ def check(settings: Settings, record: Path, args: argparse.Namespace) -> dict[st
     database_url = settings.database_url.get_secret_value()
     redis_url = settings.redis_url.get_secret_value()
     found: dict[str, Any] = {}
+    print("load over: waiting for the pipeline to settle, then checking against Postgres")
     try:
         found["settled_s"] = round(wait_until_feed_pipeline_idle(5, timeout=args.settle), 1)
     except RuntimeError:
