@@ -61,14 +61,18 @@ class Faults:
         }
 
     def kill_serve_replica(self) -> str:
-        """Any Serve replica (a service, the gateway, the pipeline's supervisor): Serve
-        starts a new one; requests that were on it fail, the next ones go elsewhere."""
+        """A replica on the request path (the gateway or a service): Serve starts a new one;
+        requests that were on it fail, the next ones go elsewhere. (Not the pipeline's
+        supervisor: the pipeline faults below hit what it supervises.)"""
         import ray
 
+        pipeline = REPLICA_PREFIX + "pipeline#"
         names: list[str] = sorted(
             actor["name"]
             for actor in ray.util.list_named_actors(all_namespaces=True)
-            if actor["namespace"] == SERVE_NAMESPACE and actor["name"].startswith(REPLICA_PREFIX)
+            if actor["namespace"] == SERVE_NAMESPACE
+            and actor["name"].startswith(REPLICA_PREFIX)
+            and not actor["name"].startswith(pipeline)
         )
         name = self._rng.choice(names)
         ray.kill(ray.get_actor(name, namespace=SERVE_NAMESPACE), no_restart=True)
