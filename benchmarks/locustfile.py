@@ -12,7 +12,10 @@ LOAD_SESSIONS: a JSON file of logged-in sessions ([{"username", "userId", "acces
 use instead of logging in (e2e.py logs in before the clock starts: an argon2id login costs more
 CPU than hundreds of reads, and would be measured as part of the steady state), LOAD_MIX: `full`
 (default, the mix above), `feed` (home-feed reads only) or `post` (authenticated
-GETs of one post only: the cheapest full API request, what e2e.py sets against the 1-hop ceiling).
+GETs of one post only: the cheapest full API request, what e2e.py sets against the 1-hop ceiling),
+LOAD_RECORD: a file to which every acknowledged (2xx) write is appended as one JSON line
+(`{"kind": "post"|"follow"|"like"|"comment", ...}`), for benchmarks/chaos.py to check against
+Postgres; unset (the default), nothing is recorded and nothing is slower.
 
     locust -f benchmarks/locustfile.py --host http://127.0.0.1:8000 --headless -u 50 -r 10 -t 60s
 """
@@ -36,6 +39,15 @@ MIX = os.environ.get("LOAD_MIX", "full")
 _SESSIONS_FILE = os.environ.get("LOAD_SESSIONS")
 SESSIONS = itertools.cycle(json.loads(Path(_SESSIONS_FILE).read_text())) if _SESSIONS_FILE else None
 RATE_LIMITED: dict[str, int] = {}
+_RECORD_FILE = os.environ.get("LOAD_RECORD")
+# Line-buffered: what a killed locust had acknowledged is on disk up to its last whole line.
+RECORD = open(_RECORD_FILE, "a", buffering=1) if _RECORD_FILE else None  # noqa: SIM115
+
+
+def _acknowledged(kind: str, **fields: str) -> None:
+    """One acknowledged write, for the chaos run's check (only when LOAD_RECORD is set)."""
+    if RECORD is not None:
+        RECORD.write(json.dumps({"kind": kind, **fields}) + "\n")
 
 
 def _count_rate_limited(name: str) -> None:
@@ -123,29 +135,38 @@ class SocialUser(FastHttpUser):
         body = self._call("POST", "/v1/posts", "POST /v1/posts", json={"content": content})
         if body and "post" in body:
             self.known_posts.append(body["post"]["id"])
+            _acknowledged("post", id=body["post"]["id"], author=self.user_id)
 
     @task(5)
     def like_post(self) -> None:
         if self.known_posts:
             post = random.choice(self.known_posts)
-            self._call("POST", f"/v1/posts/{post}/likes", "POST /v1/posts/{post_id}/likes")
+            body = self._call("POST", f"/v1/posts/{post}/likes", "POST /v1/posts/{post_id}/likes")
+            if body is not None:
+                _acknowledged("like", post=post, user=self.user_id)
 
     @task(3)
     def comment(self) -> None:
         if self.known_posts:
             post = random.choice(self.known_posts)
-            self._call(
+            body = self._call(
                 "POST",
                 f"/v1/posts/{post}/comments",
                 "POST /v1/posts/{post_id}/comments",
                 json={"content": "nice one"},
             )
+            if body and "comment" in body:
+                _acknowledged("comment", id=body["comment"]["id"], post=post)
 
     @task(2)
     def follow(self) -> None:
         other = random.choice(self.known_users)
         if other != self.user_id:
-            self._call("POST", f"/v1/users/{other}/follow", "POST /v1/users/{user_id}/follow")
+            body = self._call(
+                "POST", f"/v1/users/{other}/follow", "POST /v1/users/{user_id}/follow"
+            )
+            if body is not None:
+                _acknowledged("follow", follower=self.user_id, followee=other)
 
     def read_post(self) -> None:
         post = random.choice(self.known_posts)

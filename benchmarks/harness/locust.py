@@ -61,6 +61,7 @@ def run_locust(
 
 
 ERRORS = "Errors"  # the key of the failures' breakdown in a run's rows
+_WRAPPED = "CatchResponseError("
 
 
 def failures_by_kind(path: Path) -> dict[str, float]:
@@ -72,6 +73,10 @@ def failures_by_kind(path: Path) -> dict[str, float]:
     with path.open(newline="") as handle:
         for row in csv.DictReader(handle):
             error = row["Error"].strip()
+            # locust 2.x writes a failure marked with a message as the repr of the exception it
+            # wraps it in: CatchResponseError('503: ...'). The message is what we classify.
+            if error.startswith(_WRAPPED):
+                error = error.removeprefix(_WRAPPED).lstrip("'\"")
             status = error.split(":", 1)[0]
             kind = f"HTTP {status}" if status.isdigit() else error.split("(", 1)[0].strip()
             kinds[kind] = kinds.get(kind, 0.0) + float(row["Occurrences"] or 0)

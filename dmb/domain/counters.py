@@ -6,6 +6,12 @@ A missing hash (evicted, Redis flushed) is rebuilt by counting the rows in Postg
 Redis loses nothing. The flusher writes dirty posts' counts to `posts.like_count/comment_count`
 in one batched statement, recounting from the rows (not copying Redis), and refreshes Redis with
 the exact values, so any drift from races heals at the next flush.
+
+The dirty marks live in Redis, so a Redis that loses its data (a restart without persistence, a
+failover to an empty replica, FLUSHALL) takes with it the marks of posts changed since the last
+flush, and their columns would stay stale until each post's next change. The flusher keeps a
+marker key beside the marks; when it finds the marker gone, it recounts every post's columns
+once (in id order, in batches, writing only those that differ), then goes on as before.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dmb.stores.redis import LuaScript, store_refusal
 
 DIRTY = "dmb:{counts}:dirty"
 FLUSHING = "dmb:{counts}:flushing"  # same hash tag as DIRTY: one slot on Redis Cluster
+ALIVE = "dmb:{counts}:alive"  # present while Redis still holds every dirty mark it was given
 TTL_SECONDS = 7 * 86_400
 LIKES = "likes"
 COMMENTS = "comments"
@@ -45,6 +52,10 @@ _RECOUNT_SQL = (
     "(SELECT count(*) FROM comments c WHERE c.post_id = p.id) "
     "FROM posts p WHERE p.id = ANY(%s)"
 )
+_WRITE_COUNTS_SQL = (
+    f"UPDATE posts p SET like_count = c.likes, comment_count = c.comments "
+    f"FROM ({_RECOUNT_SQL}) AS c(id, likes, comments) WHERE p.id = c.id"
+)
 
 
 def counts_key(post_id: int) -> str:
@@ -64,11 +75,13 @@ class Counters:
         redis: aioredis.Redis,
         dirty_key: str = DIRTY,
         flushing_key: str = FLUSHING,
+        alive_key: str = ALIVE,
     ) -> None:
         self._db = db
         self._redis = redis
         self._dirty = dirty_key
         self._flushing = flushing_key
+        self._alive = alive_key
 
     async def changed(self, post_id: int, field: str, delta: int) -> int:
         """Record a committed change of `delta` likes/comments; return the new count."""
@@ -141,25 +154,58 @@ class Counters:
         """Write dirty posts' exact counts to Postgres; return how many posts were written.
 
         Dirty ids move to a `flushing` set first and leave it only after the UPDATE committed,
-        so a flusher that dies mid-way loses nothing: the next run picks the set up again.
+        so a flusher that dies mid-way loses nothing: the next run picks the set up again. When
+        the marker key is missing, Redis has lost the marks themselves: every post is recounted.
         """
+        lost = bool(await self._redis.set(self._alive, "1", nx=True))  # lost its data, or new
+        try:
+            written = await self._flush_dirty(batch_size)
+            if lost:
+                written += await self.recount_all(batch_size)
+        except BaseException:
+            if lost:  # not done: leave the marker missing, so that the next flush starts over
+                with contextlib.suppress(RedisError):
+                    await self._redis.delete(self._alive)
+            raise
+        return written
+
+    async def _flush_dirty(self, batch_size: int) -> int:
+        written = 0
         members = await _TAKE_DIRTY.run(self._redis, [self._dirty, self._flushing], [])
         post_ids = sorted(int(m) for m in members)
-        written = 0
         for start in range(0, len(post_ids), batch_size):
             chunk = post_ids[start : start + batch_size]
             async with self._db.transaction() as conn:
                 cursor = await conn.execute(
-                    f"UPDATE posts p SET like_count = c.likes, comment_count = c.comments "
-                    f"FROM ({_RECOUNT_SQL}) AS c(id, likes, comments) WHERE p.id = c.id "
-                    "RETURNING p.id, p.like_count, p.comment_count",
-                    (chunk,),
+                    f"{_WRITE_COUNTS_SQL} RETURNING p.id, p.like_count, p.comment_count", (chunk,)
                 )
                 rows = await cursor.fetchall()
             await self._store([(int(r[0]), Counts(int(r[1]), int(r[2]))) for r in rows])
             await self._redis.srem(self._flushing, *[str(i) for i in chunk])
             written += len(rows)
         return written
+
+    async def recount_all(self, batch_size: int = 1000) -> int:
+        """Recount every post's columns from its rows, `batch_size` posts per statement in id
+        order, writing only those that differ; return how many did. After Redis lost its dirty
+        marks nothing else says which posts changed since the last flush. A marker set before
+        the recount began means a change committed during it marks its post dirty as usual."""
+        after, fixed = 0, 0
+        while True:
+            async with self._db.transaction() as conn:
+                cursor = await conn.execute(
+                    "SELECT id FROM posts WHERE id > %s ORDER BY id LIMIT %s", (after, batch_size)
+                )
+                ids = [int(row[0]) for row in await cursor.fetchall()]
+                if not ids:
+                    return fixed
+                cursor = await conn.execute(
+                    f"{_WRITE_COUNTS_SQL} AND (p.like_count, p.comment_count) "
+                    "IS DISTINCT FROM (c.likes, c.comments) RETURNING p.id",
+                    (ids,),
+                )
+                fixed += len(await cursor.fetchall())
+            after = ids[-1]
 
     async def _rebuild(self, post_ids: Sequence[int]) -> dict[int, Counts]:
         """Recount from the primary: a rebuild often follows the very like or comment that was

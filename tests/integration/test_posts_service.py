@@ -221,6 +221,53 @@ def test_a_flush_that_fails_keeps_its_work(settings: Settings, database_url: str
     assert stored == (1, 0)
 
 
+def test_a_flush_after_redis_lost_its_data_recounts_the_posts_that_lost_their_mark(
+    settings: Settings, database_url: str
+) -> None:
+    """Found by the chaos run (benchmarks/chaos.py): a like committed shortly before Redis
+    restarted empty lost its dirty mark with it, and the post's like_count column stayed stale
+    until its next like. The flusher now finds its marker key gone and recounts every post."""
+    (author,) = make_users(database_url, 1)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO posts (author_id, content) VALUES (%s, 'x') RETURNING id", (author,)
+        ).fetchone()
+        assert row is not None
+        post_id = int(row[0])
+    fans = make_users(database_url, 2)
+
+    def like_without_a_mark(fan: int) -> None:  # the mark was in the Redis that was lost
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO likes (post_id, user_id) VALUES (%s, %s)", (post_id, fan))
+
+    tag = uuid.uuid4().hex  # keys of this test's own, away from the cluster's live flusher
+    dirty, flushing, alive = (f"dmb:{{t{tag}}}:{name}" for name in ("dirty", "flushing", "alive"))
+
+    async def scenario() -> list[tuple[int, int] | None]:
+        client = create_redis(settings)
+        db = Database(settings, client)
+        await db.open()
+        counters = Counters(db, client, dirty, flushing, alive)
+        seen = []
+        try:
+            like_without_a_mark(fans[0])
+            await counters.flush()  # no marker: this Redis lost its data
+            seen.append(_stored_counts(database_url, post_id))
+            like_without_a_mark(fans[1])
+            await counters.flush()  # marker there: only marked posts are written
+            seen.append(_stored_counts(database_url, post_id))
+            await client.delete(alive)  # lost again
+            await counters.flush()
+            seen.append(_stored_counts(database_url, post_id))
+        finally:
+            await db.close()
+            await client.delete(dirty, flushing, alive)
+            await client.aclose()
+        return seen
+
+    assert asyncio.run(scenario()) == [(1, 0), (1, 0), (2, 0)]
+
+
 def test_author_reads_their_write_on_the_replica_path(posts: Any, database_url: str) -> None:
     (author,) = make_users(database_url, 1)
     for i in range(5):

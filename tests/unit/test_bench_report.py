@@ -16,8 +16,14 @@ def test_failures_are_counted_by_status_and_exception(tmp_path: Path) -> None:
         'GET,GET /v1/feed,"503: {""code"": 14, ""message"": ""posts is unavailable""}",3\n'
         'POST,POST /v1/posts,"503: {""code"": 14}",2\n'
         "GET,GET /v1/feed,\"ConnectionResetError(104, 'Connection reset by peer')\",1\n"
+        'GET,GET /v1/feed,"CatchResponseError(\'503: {""code"": 14}\')",4\n'
+        "POST,POST /v1/posts,\"CatchResponseError('500: {}')\",1\n"
     )
-    assert failures_by_kind(failures) == {"HTTP 503": 5.0, "ConnectionResetError": 1.0}
+    assert failures_by_kind(failures) == {
+        "HTTP 503": 9.0,
+        "HTTP 500": 1.0,
+        "ConnectionResetError": 1.0,
+    }
     assert failures_by_kind(tmp_path / "missing.csv") == {}
 
 
