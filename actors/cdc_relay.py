@@ -162,7 +162,7 @@ class CdcRelay(LoopingActor):
                     change.topic,
                     key=encode(change.key),
                     value=encode(change.envelope()),
-                    headers=tracing.to_headers(tracing.outgoing(span)) if change.trace else None,
+                    headers=_headers(change, span),
                 )
                 for change, span in zip(batch.changes, spans, strict=True)
             ]
@@ -201,6 +201,16 @@ class CdcRelay(LoopingActor):
 
     def published(self) -> int:
         return self._published
+
+
+def _headers(change: Change, span: tracing.Span) -> list[tuple[str, bytes]] | None:
+    """The record's trace headers: the publish span's context and the writing request's id."""
+    if not change.trace:
+        return None
+    carrier = tracing.outgoing(span)
+    if tracing.REQUEST_ID_KEY in change.trace:
+        carrier[tracing.REQUEST_ID_KEY] = change.trace[tracing.REQUEST_ID_KEY]
+    return tracing.to_headers(carrier)
 
 
 def start() -> Any:

@@ -57,12 +57,14 @@ class FanoutWorker:
             "dmb.post_id": post_id,
             "dmb.fanout.feeds": len(follower_ids),
         }
-        with tracing.incoming(origin, "fanout write", tracing.SERVER, attributes):
+        with tracing.incoming(
+            origin, "fanout write", tracing.SERVER, attributes, continue_only=True
+        ):
             if op == ADD:
                 await self._writer.add_to_feeds(post_id, follower_ids)
             else:
                 await self._writer.remove_from_feeds([post_id], follower_ids)
-        log.debug("%s post %d: %d feeds written", op, post_id, len(follower_ids))
+            log.debug("%s post %d: %d feeds written", op, post_id, len(follower_ids))
         self._batches.inc()
         self._seconds.observe(time.perf_counter() - started)
         return len(follower_ids)

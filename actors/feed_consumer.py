@@ -161,6 +161,7 @@ class FeedConsumer(LoopingActor):
                             "messaging.kafka.offset": message.offset,
                             "messaging.destination.partition.id": str(message.partition),
                         },
+                        continue_only=True,
                     ):
                         event = decode_event(message.topic, decode(message.value))
                         if event is not None:

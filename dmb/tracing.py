@@ -196,6 +196,16 @@ def span(
     )
 
 
+def child_span(
+    name: str, kind: SpanKind = CLIENT, attributes: Attributes | None = None
+) -> contextlib.AbstractContextManager[Span]:
+    """A span only inside a sampled one: the stores' statements and commands. Work outside any
+    request (the counter flusher's SQL every second) makes no traces of its own."""
+    if not _enabled or not trace.get_current_span().is_recording():
+        return _NOOP
+    return _tracer.start_as_current_span(name, kind=kind, attributes=attributes)
+
+
 def start_span(
     name: str,
     kind: SpanKind = INTERNAL,
@@ -308,13 +318,19 @@ def incoming(
     kind: SpanKind = SERVER,
     attributes: Attributes | None = None,
     fail_on_exception: bool = True,
+    continue_only: bool = False,
 ) -> Iterator[Span]:
     """Continue another process's request: its request id for the logs, and a span whose parent
-    is the carrier's span (or the current one, for an in-process call without a carrier)."""
-    with (
-        request(carrier.get(REQUEST_ID_KEY) if carrier else None),
-        span(name, kind, attributes, carrier, fail_on_exception=fail_on_exception) as current,
-    ):
+    is the carrier's span (or the current one, for an in-process call without a carrier).
+    `continue_only`: no span unless the carrier names a parent (the pipeline: an event whose
+    write was not traced starts no trace of its own)."""
+    untraced = continue_only and not (carrier and "traceparent" in carrier)
+    scope = (
+        _NOOP
+        if untraced
+        else span(name, kind, attributes, carrier, fail_on_exception=fail_on_exception)
+    )
+    with request(carrier.get(REQUEST_ID_KEY) if carrier else None), scope as current:
         yield current
 
 

@@ -73,7 +73,7 @@ def sql_operation(text: str) -> str:
 def _sql_span(query: Any, conn: Any, pool: str) -> contextlib.AbstractContextManager[tracing.Span]:
     text = _query_text(query, conn).strip()
     operation = sql_operation(text)
-    return tracing.span(
+    return tracing.child_span(
         f"sql {operation}",
         tracing.CLIENT,
         {

@@ -45,7 +45,7 @@ class TracedPipeline(Pipeline):
             "db.operation.batch.size": len(commands),
             "dmb.redis.commands": sorted(set(commands)),
         }
-        with tracing.span("redis PIPELINE", tracing.CLIENT, attributes):
+        with tracing.child_span("redis PIPELINE", tracing.CLIENT, attributes):
             return await super().execute(raise_on_error)
 
 
@@ -55,7 +55,7 @@ class TracedRedis(aioredis.Redis):
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         name = _name(args[0])
         attributes = {"db.system.name": "redis", "db.operation.name": name}
-        with tracing.span(f"redis {name}", tracing.CLIENT, attributes):
+        with tracing.child_span(f"redis {name}", tracing.CLIENT, attributes):
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
