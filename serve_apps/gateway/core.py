@@ -198,7 +198,9 @@ class GatewayCore:
                     "http.route": route,
                     "url.path": request.url.path,
                     "dmb.request_id": request_id,
-                },
+                }
+                if tracing.enabled()
+                else None,
             ) as span,
         ):
             try:
