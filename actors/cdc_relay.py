@@ -24,10 +24,11 @@ from typing import Any
 from ray.util.metrics import Counter, Gauge
 
 from actors.background import BackgroundLoop, LoopingActor, ensure_singleton
+from dmb import tracing
 from dmb.composition import process_components
 from dmb.domain.feed import FeedWriter
 from dmb.stores import cdc
-from dmb.stores.change_events import FEED_TOPICS
+from dmb.stores.change_events import FEED_TOPICS, Change
 from dmb.stores.kafka import create_producer, encode, ensure_topics, topic_exists
 
 NAME = "cdc-relay"
@@ -163,13 +164,23 @@ class CdcRelay(LoopingActor):
             self._clock.caught_up(started)
             return False
         self._clock.pending(batch.first_commit_ms / 1000)
-        futures = [
-            producer.send(change.topic, key=encode(change.key), value=encode(change.envelope()))
-            for change in batch.changes
-        ]
-        producer.flush(timeout=30)
-        for future in futures:
-            future.get(timeout=30)  # raises if the broker did not acknowledge
+        spans = [self._publish_span(change, started) for change in batch.changes]
+        try:
+            futures = [
+                producer.send(
+                    change.topic,
+                    key=encode(change.key),
+                    value=encode(change.envelope()),
+                    headers=_headers(change, span),
+                )
+                for change, span in zip(batch.changes, spans, strict=True)
+            ]
+            producer.flush(timeout=30)
+            for future in futures:
+                future.get(timeout=30)  # raises if the broker did not acknowledge
+        finally:
+            for span in spans:
+                span.end()
         reader.advance(batch.last_lsn)  # only after every ack
         self._published += len(futures)
         if futures:
@@ -178,8 +189,37 @@ class CdcRelay(LoopingActor):
         self._lag.set(self._clock.seconds(time.time()))
         return True
 
+    @staticmethod
+    def _publish_span(change: Change, read_at: float) -> tracing.Span:
+        """The change's publish, from the send to the broker's ack, in the trace of the request
+        that wrote it (its carrier came through the WAL); untraced writes get none."""
+        if not change.trace:
+            return tracing.INVALID_SPAN
+        return tracing.start_span(
+            f"cdc publish {change.topic}",
+            tracing.PRODUCER,
+            {
+                "messaging.system": "kafka",
+                "messaging.destination.name": change.topic,
+                "dmb.cdc.lsn": change.lsn,
+                # How long the change waited in the WAL before this pass read it.
+                "dmb.cdc.wal_wait_ms": max(0, int(read_at * 1000) - change.commit_ms),
+            },
+            parent=change.trace,
+        )
+
     def published(self) -> int:
         return self._published
+
+
+def _headers(change: Change, span: tracing.Span) -> list[tuple[str, bytes]] | None:
+    """The record's trace headers: the publish span's context and the writing request's id."""
+    if not change.trace:
+        return None
+    carrier = tracing.outgoing(span)
+    if tracing.REQUEST_ID_KEY in change.trace:
+        carrier[tracing.REQUEST_ID_KEY] = change.trace[tracing.REQUEST_ID_KEY]
+    return tracing.to_headers(carrier)
 
 
 def start() -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import time
 from typing import Any
@@ -23,9 +24,11 @@ import ray
 from ray.util.metrics import Counter, Gauge, Histogram
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from dmb import tracing
 from dmb.composition import process_components
 from dmb.domain.feed_events import ADD, FanoutOp
 
+log = logging.getLogger("dmb.fanout")
 # Batch write buckets, seconds: one pipelined round trip is ~1 ms, a loaded Redis much more.
 BATCH_BOUNDARIES = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
 
@@ -40,12 +43,31 @@ class FanoutWorker:
             boundaries=BATCH_BOUNDARIES,
         )
 
-    async def write(self, op: FanoutOp, post_ids: list[int], follower_ids: list[int]) -> int:
+    async def write(
+        self,
+        op: FanoutOp,
+        post_ids: list[int],
+        follower_ids: list[int],
+        origin: tracing.Carrier | None = None,
+    ) -> int:
+        """`origin`: the consumer's trace context and request id, when it had any."""
         started = time.perf_counter()
-        if op == ADD:
-            await self._writer.add_to_feeds(post_ids, follower_ids)
-        else:
-            await self._writer.remove_from_feeds(post_ids, follower_ids)
+        attributes: dict[str, str | int | list[int]] = {
+            "dmb.fanout.op": op,
+            "dmb.fanout.feeds": len(follower_ids),
+        }
+        if len(post_ids) == 1:
+            attributes["dmb.post_id"] = post_ids[0]
+        else:  # a deleted account's posts, all at once
+            attributes["dmb.post_ids"] = post_ids[:100]
+        with tracing.incoming(
+            origin, "fanout write", tracing.SERVER, attributes, continue_only=True
+        ):
+            if op == ADD:
+                await self._writer.add_to_feeds(post_ids, follower_ids)
+            else:
+                await self._writer.remove_from_feeds(post_ids, follower_ids)
+            log.debug("%s posts %s: %d feeds written", op, post_ids[:5], len(follower_ids))
         self._batches.inc()
         self._seconds.observe(time.perf_counter() - started)
         return len(follower_ids)
@@ -115,7 +137,8 @@ class FanoutPool:
         if not batches:
             return
         assert self._cycle is not None
-        refs = [next(self._cycle).write.remote(op, post_ids, batch) for batch in batches]
+        origin = tracing.outgoing() or None  # empty unless the event was traced
+        refs = [next(self._cycle).write.remote(op, post_ids, batch, origin) for batch in batches]
         self.batches_sent += len(refs)
         self._in_flight += len(refs)
         self._depth.set(self._in_flight)

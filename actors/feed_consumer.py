@@ -30,6 +30,7 @@ from ray.util.metrics import Counter, Gauge
 
 from actors.background import BackgroundLoop, LoopingActor, ensure_singleton
 from actors.fanout_pool import FanoutPool
+from dmb import tracing
 from dmb.composition import process_components
 from dmb.domain.feed_events import FeedEventHandler
 from dmb.stores import dead_letters
@@ -148,9 +149,24 @@ class FeedConsumer(LoopingActor):
         for partition, messages in records.items():
             for message in messages:
                 try:
-                    event = decode_event(message.topic, decode(message.value))
-                    if event is not None:
-                        await handler.handle(event)
+                    # The record's headers continue the writing request's trace and request id
+                    # (the relay put them there); untraced records carry none.
+                    with tracing.incoming(
+                        tracing.from_headers(message.headers),
+                        f"feed handle {message.topic}",
+                        tracing.CONSUMER,
+                        {
+                            "messaging.system": "kafka",
+                            "messaging.destination.name": message.topic,
+                            "messaging.kafka.offset": message.offset,
+                            "messaging.destination.partition.id": str(message.partition),
+                        },
+                        continue_only=True,
+                    ):
+                        event = decode_event(message.topic, decode(message.value))
+                        if event is not None:
+                            await handler.handle(event)
+                        log.debug("handled %s@%s: %s", partition, message.offset, event)
                     if self._failures:
                         self._failures.pop((message.topic, message.partition, message.offset), None)
                 except Exception as exc:

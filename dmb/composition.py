@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from functools import cached_property
 
+from dmb import tracing
 from dmb.domain.account_deletion import AccountDeletion
 from dmb.domain.admission import Admission
 from dmb.domain.counters import Counters
@@ -154,15 +156,45 @@ class Components:
         )
 
 
+LOG_FORMAT = "%(levelname)s %(name)s request_id=%(request_id)s: %(message)s"
+TRACED_LOG_FORMAT = (
+    "%(levelname)s %(name)s request_id=%(request_id)s trace_id=%(trace_id)s: %(message)s"
+)
+
+
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the time: in a Serve replica, Serve redirects it
+    into the replica's log file (after our handler may have been made); elsewhere, the
+    worker's log, which Ray streams to the driver."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: object) -> None:
+        pass
+
+
 def configure_logging(settings: Settings) -> None:
-    """Apply DMB_LOG_LEVEL to our loggers (Ray and Serve configure their own handlers)."""
-    logging.getLogger("dmb").setLevel(settings.log_level)
+    """Our loggers at DMB_LOG_LEVEL, each line with its request id (and trace id when tracing
+    is on): one handler on the `dmb` logger, installed once per process."""
+    logger = logging.getLogger("dmb")
+    logger.setLevel(settings.log_level)
+    if any(isinstance(handler, _CurrentStderr) for handler in logger.handlers):
+        return
+    handler = _CurrentStderr()
+    handler.addFilter(tracing.RequestIdFilter())
+    handler.setFormatter(logging.Formatter(TRACED_LOG_FORMAT if tracing.enabled() else LOG_FORMAT))
+    logger.addHandler(handler)
+    logger.propagate = False  # one line per record, not a second one from the root's handlers
 
 
 @functools.cache
 def process_components() -> Components:
     """This process's one `Components`, from the DMB_* environment (the only place a Ray worker
-    reads its settings)."""
+    reads its settings); also sets up the process's tracing and logging, once."""
     settings = load_settings()
+    tracing.configure(settings)
     configure_logging(settings)
     return Components(settings)

@@ -115,6 +115,15 @@ class Settings(BaseModel):
     cors_allowed_origins: str = ""
     cors_max_age_seconds: int = Field(default=600, ge=0, le=86_400)
 
+    # Tracing (dmb.tracing), off by default. `otlp` exports over OTLP/gRPC to `otel_endpoint`
+    # (None: the OTEL_EXPORTER_OTLP_* variables or localhost:4317); `jsonl` writes JSON lines,
+    # one file per process, to `otel_spans_dir` (default <data_dir>/spans); `console` prints.
+    otel_exporter: Literal["none", "otlp", "jsonl", "console"] = "none"
+    otel_endpoint: str | None = None
+    otel_sample_ratio: float = Field(default=1.0, ge=0, le=1)  # of new traces; children follow
+    otel_service_name: str = Field(default="dmb", min_length=1)
+    otel_spans_dir: Path | None = None
+
     @field_validator("database_url", "database_replica_url", "redis_url")
     @classmethod
     def _store_url_scheme(cls, value: SecretStr | None, info: Any) -> SecretStr | None:

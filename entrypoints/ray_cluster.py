@@ -138,6 +138,7 @@ class LocalRayCluster:
         ids (so a lost node is still named), and the worker nodes' processes."""
         return {
             "gcs_address": self.gcs_address,
+            "session_dir": _session_dir(),  # where Ray writes the workers' and replicas' logs
             "node_ids": self.alive_nodes(),
             "nodes": {
                 name: {"pid": process.pid, "log": str(process.log_path)}
@@ -147,6 +148,13 @@ class LocalRayCluster:
 
     def _node_cpus(self) -> int:
         return self.cpus if self.cpus is not None else 1
+
+
+def _session_dir() -> str | None:
+    import ray
+
+    node = ray._private.worker.global_worker.node  # no public API names the folder
+    return str(node.get_session_dir_path()) if node is not None else None
 
 
 def _own_ports(*options: str) -> list[str]:

@@ -32,12 +32,18 @@ and answered INTERNAL.
 The decorator also adds `Batch`, which the gateway uses under load: many calls of the service's
 RPCs in one handle call (serve_apps/gateway/coalescing.py), each run concurrently through its
 method's boundary and answered with its reply or its domain error.
+
+Each call also carries its `origin` (dmb.tracing carrier: the request id and, tracing on, the
+gateway's span): per call, not per handle call, because a coalesced batch holds many requests.
+The method runs in a span of its own under that parent, with the request id on every log line;
+on the gRPC ingress the id comes from the `x-request-id` metadata or Serve, and the trace starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -46,7 +52,9 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 from grpc_status import rpc_status
+from ray import serve
 
+from dmb import tracing
 from dmb.composition import Components
 from dmb.domain.client_address import client_address, grpc_peer_host
 from dmb.domain.identity import Caller, bearer_token
@@ -60,8 +68,21 @@ from serve_apps.status_details import status_of
 
 log = logging.getLogger("dmb.rpc")
 Deployment = TypeVar("Deployment", bound=type)
-# One call in a batch: the RPC's name, its request, and what the gateway knows of the caller.
-Call = tuple[str, Message, Caller | None, WritePosition | None]
+# One call in a batch: the RPC's name, its request, what the gateway knows of the caller, and
+# the request's origin (its id and trace context: dmb.tracing carrier).
+Call = tuple[str, Message, Caller | None, WritePosition | None, tracing.Carrier | None]
+# gRPC status codes that are the server's failure (OpenTelemetry's rule for RPC server spans);
+# other domain errors are answers to a client and leave the span OK.
+_SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 SERVE_LOGGER = "ray.serve"  # ray.serve._private.constants.SERVE_LOGGER_NAME
 
 
@@ -117,6 +138,12 @@ def _serve_method(
 ) -> Callable[..., Awaitable[Message]]:
     public = _is_public(method)
     reply_type = message_factory.GetMessageClass(method.output_type)
+    span_name = f"{method.containing_service.full_name}/{method.name}"
+    attributes: tracing.Attributes = {
+        "rpc.system": "grpc",
+        "rpc.service": method.containing_service.full_name,
+        "rpc.method": method.name,
+    }
 
     async def call(
         self: RpcDeployment,
@@ -124,6 +151,34 @@ def _serve_method(
         grpc_context: Any = None,
         caller: Caller | None = None,
         write_position: WritePosition | None = None,
+        origin: tracing.Carrier | None = None,
+    ) -> Message:
+        if grpc_context is not None:
+            origin = _grpc_origin(grpc_context)
+        started = time.perf_counter()
+        with tracing.incoming(
+            origin, span_name, tracing.SERVER, attributes, fail_on_exception=False
+        ) as span:
+            try:
+                reply = await answer(self, request, grpc_context, caller, write_position)
+                log.debug("%s answered in %.1f ms", span_name, _ms_since(started))
+                return reply
+            except DomainError as exc:
+                log.debug("%s refused: %s", span_name, exc.code.name)
+                span.set_attribute("rpc.grpc.status_code", exc.code.value[0])
+                if exc.code in _SERVER_FAULTS:
+                    tracing.failed(span, exc.message)
+                raise
+            except Exception as exc:
+                tracing.failed(span, type(exc).__name__, exc)
+                raise
+
+    async def answer(
+        self: RpcDeployment,
+        request: Message,
+        grpc_context: Any,
+        caller: Caller | None,
+        write_position: WritePosition | None,
     ) -> Message:
         try:
             try:
@@ -171,12 +226,12 @@ def _batch_method(
         """Every call through its method, concurrently; each answer in the order asked."""
 
         async def one(call: Call) -> Message | DomainError:
-            name, request, caller, write_position = call
+            name, request, caller, write_position, origin = call
             if name not in names:
                 return Internal(f"no RPC named {name!r}")
             try:
                 reply: Message = await getattr(self, name)(
-                    request, caller=caller, write_position=write_position
+                    request, caller=caller, write_position=write_position, origin=origin
                 )
             except DomainError as exc:
                 return exc
@@ -228,6 +283,31 @@ async def _admit(
     if admitted.revoked:
         raise Unauthenticated("access token has been revoked")
     return admitted.write_position
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def serve_request_id() -> str | None:
+    """Serve's id for the request being served (the one in Serve's own log lines)."""
+    try:
+        request_id = serve.context._get_serve_request_context().request_id
+    except Exception:  # private API: without it, a fresh id
+        return None
+    return str(request_id) if request_id else None
+
+
+def _grpc_origin(grpc_context: Any) -> tracing.Carrier:
+    """A gRPC ingress call's request id: the client's `x-request-id` when sane, else Serve's,
+    else a new one. Its trace starts here, as at the gateway: a client's `traceparent` is not
+    trusted, since its sampled flag would let any client switch on tracing of its calls."""
+    request_id = tracing.valid_request_id(_metadata(grpc_context, tracing.REQUEST_ID_KEY))
+    return {
+        tracing.REQUEST_ID_KEY: request_id
+        or tracing.valid_request_id(serve_request_id())
+        or tracing.new_request_id()
+    }
 
 
 def _metadata(grpc_context: Any, key: str) -> str | None:

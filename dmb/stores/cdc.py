@@ -6,8 +6,10 @@ whatever moment the relay dies at. The slot's plugin is wal2json with format-ver
 document per change, so no content (quotes, newlines, `new-tuple:`) can confuse the decoder
 (`dmb.stores.wal2json`); it is packaged for Debian/Ubuntu and available on RDS. What the relay
 does not capture (other tables, TRUNCATE, logical messages) is returned as `Skipped` for the
-relay to log and count, and the slot moves past it. `SlotReader` is the relay's one connection;
-the envelopes it publishes are defined in `dmb.stores.change_events`.
+relay to log and count, and the slot moves past it. The one logical message it reads is a traced
+write's `dmb.trace` (dmb.stores.postgres): its carrier rides on each change of its transaction.
+`SlotReader` is the relay's one connection; the envelopes it publishes are defined in
+`dmb.stores.change_events`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from dmb.stores.change_events import Change
+from dmb.stores.change_events import TRACE_MESSAGE_PREFIX, Change
 from dmb.stores.wal2json import OPTIONS, PLUGIN, Decoder, Skipped, Transaction
 
 SLOT = "dmb_cdc"
@@ -45,7 +47,7 @@ def decode(rows: Iterable[Sequence[Any]], decoder: Decoder | None = None) -> Bat
 
     The slot can advance to a commit, or to a message outside any transaction (a
     non-transactional logical message), never into the middle of a transaction."""
-    decoder = decoder or Decoder()
+    decoder = decoder or Decoder(message_prefixes=(TRACE_MESSAGE_PREFIX,))
     batch = Batch()
     for lsn, data in rows:
         result = decoder.feed(str(lsn), data)

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 TOPIC_PREFIX = "dmb.public."
+# The logical message a traced write puts into its transaction (dmb.stores.postgres): its
+# content is the request's trace carrier, which the relay sends on as Kafka record headers.
+TRACE_MESSAGE_PREFIX = "dmb.trace"
 CAPTURED_TABLES = ("posts", "follows", "account_deletions")
 PARTITION_KEYS = {"posts": "author_id", "follows": "followee_id", "account_deletions": "user_id"}
 
@@ -39,6 +42,7 @@ class Change:
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     commit_ms: int = 0
+    trace: dict[str, str] | None = None  # the writing request's carrier (tracing on)
 
     @property
     def topic(self) -> str:

@@ -10,14 +10,24 @@ primary.
 
 Connections are in autocommit mode: a read is one statement and one round trip, where an
 implicit transaction would add a BEGIN and a COMMIT to each; writes open explicit transactions.
+
+With tracing on, every statement is a span (`TracedCursor`, the pools' cursor class only then),
+and a sampled transaction first writes its trace context into the WAL as a transactional
+logical message (`pg_logical_emit_message(true, 'dmb.trace', ...)`): the CDC relay reads rows
+from the WAL, not the request, and wal2json hands it the message inside the same transaction,
+so the relay's publish span continues the request's trace. A rolled-back transaction takes
+its message with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, Self
 
 import psycopg
 import redis.asyncio as aioredis
@@ -25,13 +35,72 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from redis.exceptions import RedisError
 
+from dmb import tracing
 from dmb.errors import Unavailable
 from dmb.settings import Settings
 from dmb.stores import read_your_writes
+from dmb.stores.change_events import TRACE_MESSAGE_PREFIX
 
 log = logging.getLogger("dmb.postgres")
 
 AsyncConn = psycopg.AsyncConnection[TupleRow]
+_QUERY_TEXT_LIMIT = 1_000  # characters of SQL on a span (parameters are never recorded)
+_EMIT_TRACE = "SELECT pg_logical_emit_message(true, %s, %s)"
+_WRITE_VERB = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
+
+
+def _query_text(query: Any, conn: Any) -> str:
+    if isinstance(query, str):
+        return query
+    if isinstance(query, bytes):
+        return query.decode("utf-8", "replace")
+    try:
+        return str(query.as_string(conn))
+    except Exception:  # a composed query that cannot render without its connection
+        return repr(query)
+
+
+def sql_operation(text: str) -> str:
+    """The statement's verb for the span name; a `WITH` names the write it wraps, if any
+    (`WITH p AS (INSERT ...) SELECT ...` is an INSERT)."""
+    verb = text.split(None, 1)[0].upper() if text else "SQL"
+    if verb == "WITH":
+        write = _WRITE_VERB.search(text)
+        return write.group(1).upper() if write else "SELECT"
+    return verb
+
+
+def _sql_span(query: Any, conn: Any, pool: str) -> contextlib.AbstractContextManager[tracing.Span]:
+    text = _query_text(query, conn).strip()
+    operation = sql_operation(text)
+    return tracing.child_span(
+        f"sql {operation}",
+        tracing.CLIENT,
+        {
+            "db.system.name": "postgresql",
+            "db.operation.name": operation,
+            "db.query.text": text[:_QUERY_TEXT_LIMIT],
+            "dmb.db.pool": pool,
+        },
+    )
+
+
+class TracedCursor(psycopg.AsyncCursor[TupleRow]):
+    """A cursor whose statements are spans; the pools use it only when tracing is on."""
+
+    pool = ""  # which pool's connections it runs on (a subclass per pool: `traced_cursor`)
+
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Self:
+        with _sql_span(query, self.connection, self.pool):
+            return await super().execute(query, params, **kwargs)
+
+    async def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
+        with _sql_span(query, self.connection, self.pool):
+            await super().executemany(query, params_seq, **kwargs)
+
+
+def traced_cursor(pool: str) -> type[TracedCursor]:
+    return type(f"TracedCursor_{pool}", (TracedCursor,), {"pool": pool})
 
 
 class Database:
@@ -52,6 +121,13 @@ class Database:
         )
 
     def _pool(self, url: str, settings: Settings, name: str) -> AsyncConnectionPool[AsyncConn]:
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": max(1, int(settings.store_timeout_seconds)),
+            "options": f"-c statement_timeout={int(settings.store_timeout_seconds * 1000)}",
+        }
+        if tracing.enabled():
+            kwargs["cursor_factory"] = traced_cursor(name)
         return AsyncConnectionPool(
             url,
             min_size=settings.database_pool_min,
@@ -59,11 +135,7 @@ class Database:
             timeout=settings.store_timeout_seconds,
             name=name,
             open=False,
-            kwargs={
-                "autocommit": True,
-                "connect_timeout": max(1, int(settings.store_timeout_seconds)),
-                "options": f"-c statement_timeout={int(settings.store_timeout_seconds * 1000)}",
-            },
+            kwargs=kwargs,
         )
 
     async def open(self) -> None:
@@ -82,6 +154,11 @@ class Database:
         async with self._connection(self.primary) as conn:
             try:
                 async with conn.transaction():
+                    if tracing.recording():  # the relay continues this trace (module doc)
+                        carrier = tracing.encode_carrier(tracing.outgoing())
+                        await psycopg.AsyncCursor(conn).execute(
+                            _EMIT_TRACE, (TRACE_MESSAGE_PREFIX, carrier)
+                        )
                     yield conn
             finally:
                 writer = self._writers.pop(conn, None)

@@ -6,6 +6,9 @@ forgets scripts when it restarts, fails over or runs `SCRIPT FLUSH`; the call th
 NOSCRIPT, and `LuaScript.run` / `run_pipeline` load the script and run once more. Pipelines given
 to `run_pipeline` must be safe to run twice (ours are: when a script is missing none of its
 calls ran, and the other commands in them are reads or idempotent writes).
+
+With tracing on, the client is a `TracedRedis`: every command, and every pipeline as one round
+trip, is a span. Off, it is the plain client, so the hot path pays nothing for it.
 """
 
 from __future__ import annotations
@@ -19,16 +22,53 @@ from redis import exceptions as redis_errors
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
+from dmb import tracing
 from dmb.errors import Unavailable
 from dmb.settings import Settings
 
 REFUSING_WRITES = "Redis is refusing writes (out of memory: maxmemory reached); try again later"
 
 
+def _name(command: Any) -> str:
+    text = command.decode("utf-8", "replace") if isinstance(command, bytes) else str(command)
+    return text.upper()
+
+
+class TracedPipeline(Pipeline):
+    """A pipeline whose round trip is one span, naming the commands it carried."""
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        commands = [_name(args[0]) for args, _ in self.command_stack]
+        attributes: tracing.Attributes = {
+            "db.system.name": "redis",
+            "db.operation.name": "PIPELINE",
+            "db.operation.batch.size": len(commands),
+            "dmb.redis.commands": sorted(set(commands)),
+        }
+        with tracing.child_span("redis PIPELINE", tracing.CLIENT, attributes):
+            return await super().execute(raise_on_error)
+
+
+class TracedRedis(aioredis.Redis):
+    """The client `create_redis` makes when tracing is on: one span per command."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        name = _name(args[0])
+        attributes = {"db.system.name": "redis", "db.operation.name": name}
+        with tracing.child_span(f"redis {name}", tracing.CLIENT, attributes):
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        return TracedPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
+
+
 def create_redis(settings: Settings) -> aioredis.Redis:
     if settings.redis_url is None:
         raise ValueError("DMB_REDIS_URL is not set (start the local stack with `dmb up`)")
-    return aioredis.Redis.from_url(
+    client = TracedRedis if tracing.enabled() else aioredis.Redis
+    return client.from_url(
         settings.redis_url.get_secret_value(),
         socket_timeout=settings.store_timeout_seconds,
         socket_connect_timeout=settings.store_timeout_seconds,

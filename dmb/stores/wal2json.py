@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from dmb.stores.change_events import CAPTURED_TABLES, Change
+from dmb.stores.change_events import CAPTURED_TABLES, TRACE_MESSAGE_PREFIX, Change
+from dmb.tracing import decode_carrier
 
 PLUGIN = "wal2json"
 # Options for START_REPLICATION / pg_logical_slot_*_changes (checked against wal2json 2.5 on
@@ -93,8 +94,18 @@ class Decoder:
             done, self._open = self._open or Transaction(xid=int(message.get("xid", 0))), None
             done.lsn = lsn
             done.commit_ms = _millis(message.get("timestamp"))
+            trace = next(
+                (
+                    decode_carrier(m.content)
+                    for m in done.messages
+                    if m.prefix == TRACE_MESSAGE_PREFIX
+                ),
+                None,
+            )
             done.changes = [
-                Change(c.lsn, c.xid, c.schema, c.table, c.op, c.before, c.after, done.commit_ms)
+                Change(
+                    c.lsn, c.xid, c.schema, c.table, c.op, c.before, c.after, done.commit_ms, trace
+                )
                 for c in done.changes
             ]
             return done

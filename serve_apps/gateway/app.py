@@ -19,6 +19,7 @@ from ray.serve.metrics import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dmb import tracing
 from dmb.composition import process_components
 from dmb.domain.identity import Caller
 from dmb.errors import Unavailable
@@ -26,7 +27,7 @@ from dmb.stores.read_your_writes import WritePosition
 from serve_apps.gateway.coalescing import Coalescer
 from serve_apps.gateway.core import GatewayCore
 from serve_apps.gateway.descriptors import DEFAULT_DESCRIPTOR_SET, MethodSpec, load_descriptor_set
-from serve_apps.rpc import Call
+from serve_apps.rpc import Call, serve_request_id
 from serve_apps.topology import deployment_of
 
 log = logging.getLogger("dmb.gateway")
@@ -56,8 +57,15 @@ class HandleDispatcher:
         caller: Caller | None,
         write_position: WritePosition | None,
     ) -> Message:
-        call: Call = (method.name, request, caller, write_position)
-        return await self.coalescer.submit((method.app, method.deployment, method.name), call)
+        """The handle hop as a client span; the call carries its own origin (request id, this
+        span) because the coalescer may send it in one handle call with other requests'."""
+        with tracing.span(
+            f"{method.service}/{method.name}",
+            tracing.CLIENT,
+            {"rpc.system": "grpc", "rpc.service": method.service, "rpc.method": method.name},
+        ):
+            call: Call = (method.name, request, caller, write_position, tracing.outgoing())
+            return await self.coalescer.submit((method.app, method.deployment, method.name), call)
 
     async def _send(
         self, target: tuple[str, str, str], calls: list[Call]
@@ -112,15 +120,6 @@ class RayMetrics:
         self._latency.observe(seconds, tags={"route": route})
 
 
-def _serve_request_id() -> str | None:
-    """Serve's id for this request (the one in Serve's own logs), so both logs agree."""
-    try:
-        request_id = serve.context._get_serve_request_context().request_id
-    except Exception:  # private API: fall back to the header when it moves
-        return None
-    return str(request_id) if request_id else None
-
-
 class GatewayDeployment:
     def __init__(self, descriptor_set: str | None = None) -> None:
         files = load_descriptor_set(
@@ -136,7 +135,8 @@ class GatewayDeployment:
         log.info("gateway ready: %d routes", len(self._core.routes.routes))
 
     async def __call__(self, request: Request) -> Response:
-        return await self._core.handle(request, _serve_request_id())
+        # Serve's id (the client's X-Request-Id, or HAProxy's), so Serve's logs and ours agree.
+        return await self._core.handle(request, serve_request_id())
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:

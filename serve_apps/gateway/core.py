@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import quote
@@ -26,6 +24,7 @@ from google.protobuf.message import Message
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from dmb import tracing
 from dmb.composition import Components
 from dmb.domain.admission import Admission
 from dmb.domain.client_address import client_address
@@ -48,7 +47,6 @@ from serve_apps.gateway.transcode import TranscodeError, request_message, respon
 from serve_apps.status_details import json_details, retry_after_header
 
 log = logging.getLogger("dmb.gateway")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _OWN_ENDPOINTS = ("/healthz", "/openapi.json")
 
 
@@ -116,9 +114,7 @@ class Refusal:
 
 def request_id_of(header: str | None) -> str:
     """The client's (or Serve's) X-Request-Id when it is a sane token, else a fresh one."""
-    if header and _REQUEST_ID.match(header):
-        return header
-    return uuid.uuid4().hex
+    return tracing.valid_request_id(header) or tracing.new_request_id()
 
 
 def raw_path(request: Request) -> str:
@@ -185,31 +181,52 @@ class GatewayCore:
         )
 
     async def handle(self, request: Request, request_id: str | None = None) -> Response:
-        """Answer one HTTP request; never raises. `request_id`: Serve's, when behind Serve."""
-        request_id = request_id or request_id_of(request.headers.get("x-request-id"))
+        """Answer one HTTP request; never raises. `request_id`: Serve's, when behind Serve.
+
+        The whole request runs in the trace's root span and with its request id set, so every
+        log line of it (here and in the service) carries the id."""
+        request_id = request_id_of(request_id or request.headers.get("x-request-id"))
         started = time.perf_counter()
-        try:
-            response = await self._handle(request, request_id)
-        except Exception:  # a bug in the gateway itself: still the contract's error body
-            log.exception("request_id=%s %s failed in the gateway", request_id, request.method)
-            response = error_response(
-                grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
-            )
-        if self._echo_request_id:
-            response.headers["X-Request-Id"] = request_id
-        for name, value in self.cors.response_headers(request.headers.get("origin")).items():
-            response.headers.setdefault(name, value)
-        seconds = time.perf_counter() - started
-        log.log(
-            logging.WARNING if response.status_code >= 500 else logging.DEBUG,
-            "request_id=%s %s %s -> %d in %.1f ms",
-            request_id,
-            request.method,
-            request.url.path,
-            response.status_code,
-            seconds * 1000,
-        )
         route = route_label(self.routes, request.method, raw_path(request))
+        with (
+            tracing.request(request_id),
+            tracing.span(
+                f"{request.method} {route}",
+                tracing.SERVER,
+                {
+                    "http.request.method": request.method,
+                    "http.route": route,
+                    "url.path": request.url.path,
+                    "dmb.request_id": request_id,
+                }
+                if tracing.enabled()
+                else None,
+            ) as span,
+        ):
+            try:
+                response = await self._handle(request, request_id)
+            except Exception as exc:  # a bug in the gateway itself: still the contract's body
+                log.exception("%s %s failed in the gateway", request.method, route)
+                tracing.failed(span, type(exc).__name__, exc)
+                response = error_response(
+                    grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
+                )
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                tracing.failed(span, f"HTTP {response.status_code}")
+            if self._echo_request_id:
+                response.headers["X-Request-Id"] = request_id
+            for name, value in self.cors.response_headers(request.headers.get("origin")).items():
+                response.headers.setdefault(name, value)
+            seconds = time.perf_counter() - started
+            log.log(
+                logging.WARNING if response.status_code >= 500 else logging.DEBUG,
+                "%s %s -> %d in %.1f ms",
+                request.method,
+                request.url.path,
+                response.status_code,
+                seconds * 1000,
+            )
         self._metrics.request(route, request.method, response.status_code, seconds)
         return response
 
@@ -320,7 +337,7 @@ class GatewayCore:
                 grpc.StatusCode.DEADLINE_EXCEEDED, f"{method.full_name} timed out", headers
             )
         except Exception:
-            log.exception("request_id=%s %s failed", request_id, method.full_name)
+            log.exception("%s failed", method.full_name)
             return error_response(
                 grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})", headers
             )
