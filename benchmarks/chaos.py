@@ -102,6 +102,8 @@ def run(system: LocalSystem, folder: Path, args: argparse.Namespace) -> dict[str
         "LOAD_THINK_SECONDS": str(args.think),
         "LOAD_SESSIONS": str(sessions),
         "LOAD_RECORD": str(record),
+        # A mute changes what a home feed shows, which the feed check compares with followees.
+        "LOAD_SKIP": "mute_and_unmute",
     }
 
     rows: Rows = {}

@@ -2,6 +2,11 @@
 
 Each simulated user logs in once as one of the seeded accounts (`dmb seed`), then mostly reads
 its home feed, reads other users' timelines, and sometimes posts, likes, comments and follows.
+Beside DeathStarBench's routes, the mix has what an app built on this API also calls: profiles
+of the authors it shows (8 in 126 requests), people search as the user types (4), its own
+account (2), a profile edit (1) and a mute undone at once (1, a mute that lingers would change
+the home feeds the chaos run compares). Account deletion is left out: a load test that deleted
+its seeded accounts would run out of users.
 Requests are named by route so locust's report groups them. A 429 from the rate limiter is
 expected behaviour under load: it is counted (as `rate_limited`) but not as a failure.
 
@@ -13,9 +18,11 @@ use instead of logging in (e2e.py logs in before the clock starts: an argon2id l
 CPU than hundreds of reads, and would be measured as part of the steady state), LOAD_MIX: `full`
 (default, the mix above), `feed` (home-feed reads only) or `post` (authenticated
 GETs of one post only: the cheapest full API request, what e2e.py sets against the 1-hop ceiling),
-LOAD_RECORD: a file to which every acknowledged (2xx) write is appended as one JSON line
-(`{"kind": "post"|"follow"|"like"|"comment", ...}`), for benchmarks/chaos.py to check against
-Postgres; unset (the default), nothing is recorded and nothing is slower.
+LOAD_SKIP: task names (comma-separated) to leave out of the full mix (benchmarks/chaos.py leaves
+out `mute_and_unmute`), LOAD_RECORD: a file to which every acknowledged (2xx) write is
+appended as one JSON line (`{"kind": "post"|"follow"|"like"|"comment", ...}`), for
+benchmarks/chaos.py to check against Postgres; unset (the default), nothing is recorded and
+nothing is slower.
 
     locust -f benchmarks/locustfile.py --host http://127.0.0.1:8000 --headless -u 50 -r 10 -t 60s
 """
@@ -168,12 +175,46 @@ class SocialUser(FastHttpUser):
             if body is not None:
                 _acknowledged("follow", follower=self.user_id, followee=other)
 
+    @task(8)
+    def view_profile(self) -> None:
+        user = random.choice(self.known_users)
+        self._call("GET", f"/v1/users/{user}", "GET /v1/users/{user_id}")
+
+    @task(4)
+    def search_people(self) -> None:
+        typed = f"{USER_PREFIX}{random.randrange(100)}"[: random.randint(2, len(USER_PREFIX) + 2)]
+        self._call("GET", f"/v1/users:search?q={typed}&pageSize=20", "GET /v1/users:search")
+
+    @task(2)
+    def read_own_account(self) -> None:
+        self._call("GET", "/v1/users/me", "GET /v1/users/me")
+
+    @task(1)
+    def edit_profile(self) -> None:
+        profile = {"displayName": f"{self.username} {random.randrange(100)}", "bio": "load test"}
+        self._call(
+            "PATCH",
+            "/v1/users/me",
+            "PATCH /v1/users/me",
+            json={"profile": profile, "updateMask": "displayName,bio"},
+        )
+
+    @task(1)
+    def mute_and_unmute(self) -> None:
+        other = random.choice(self.known_users)
+        if other != self.user_id:
+            self._call("POST", f"/v1/users/{other}/mute", "POST /v1/users/{user_id}/mute")
+            self._call("DELETE", f"/v1/users/{other}/mute", "DELETE /v1/users/{user_id}/mute")
+
     def read_post(self) -> None:
         post = random.choice(self.known_posts)
         self._call("GET", f"/v1/posts/{post}", "GET /v1/posts/{post_id}")
 
 
 _SINGLE_ROUTE = {"feed": SocialUser.read_home_feed, "post": SocialUser.read_post}
+_SKIPPED = {name for name in os.environ.get("LOAD_SKIP", "").split(",") if name}
+if _SKIPPED:
+    SocialUser.tasks = [t for t in SocialUser.tasks if getattr(t, "__name__", "") not in _SKIPPED]
 if MIX != "full":
     if MIX not in _SINGLE_ROUTE:
         raise SystemExit(f"LOAD_MIX must be full, feed or post, not {MIX!r}")

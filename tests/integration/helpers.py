@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import requests
 
 from dmb.domain.identity import Caller
+
+T = TypeVar("T")
+
+
+def eventually(
+    check: Callable[[], T | None], what: str, timeout: float = 60, every: float = 0.2
+) -> T:
+    """Poll `check` until it returns something truthy, and return that; fail after `timeout`
+    seconds naming `what` (the pipeline is asynchronous: tests wait for its effects)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not reached in {timeout}s: {what}")
+        time.sleep(every)
 
 
 def make_users(database_url: str, count: int) -> list[int]:

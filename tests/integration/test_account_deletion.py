@@ -10,9 +10,7 @@ everyone's counts are exact, and its username stays taken for the hold period.
 from __future__ import annotations
 
 import functools
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -25,7 +23,7 @@ from dmb.domain.feed import feed_key
 from dmb.settings import Settings
 from dmb.v1 import feed_pb2, follows_pb2, posts_pb2
 from entrypoints.launcher import LocalSystem
-from tests.integration.helpers import as_caller, log_in, make_users, register_and_login
+from tests.integration.helpers import as_caller, eventually, log_in, make_users, register_and_login
 
 PASSWORD = "leaving password"
 
@@ -48,15 +46,6 @@ def handles(serve_system: LocalSystem) -> dict[str, Any]:
 def r(settings: Settings) -> redis.Redis:
     assert settings.redis_url is not None
     return redis.Redis.from_url(settings.redis_url.get_secret_value())
-
-
-def _eventually(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not reached in {timeout}s: {what}")
 
 
 def _follow(h: dict[str, Any], follower: int, followee: int) -> None:
@@ -154,7 +143,7 @@ def test_a_deleted_account_leaves_feeds_lists_and_counts_and_its_tokens_stop(
 
     posts = [_post(handles, leaver, f"leaving soon {i}") for i in range(3)]
     for reader in (fan_a, fan_b, star):
-        _eventually(
+        eventually(
             functools.partial(_holds, r, reader, posts, len(posts)),
             f"fan-out of the leaver's posts into {reader}'s feed",
         )
@@ -199,12 +188,12 @@ def test_a_deleted_account_leaves_feeds_lists_and_counts_and_its_tokens_stop(
     # The posts leave the Redis feed sets through the pipeline, then who the followers were is
     # forgotten.
     for reader in (fan_a, fan_b, star):
-        _eventually(
+        eventually(
             functools.partial(_holds, r, reader, posts, 0),
             f"the leaver's posts out of {reader}'s feed set",
         )
         assert not set(posts) & set(_feed_ids(handles, reader))
-    _eventually(lambda: _departed(database_url, leaver) == 0, "departed followers forgotten")
+    eventually(lambda: _departed(database_url, leaver) == 0, "departed followers forgotten")
     assert not r.exists(feed_key(leaver))
 
     # Counts stay exact: the likes and the comment are gone from the counters, and the flusher
@@ -213,7 +202,7 @@ def test_a_deleted_account_leaves_feeds_lists_and_counts_and_its_tokens_stop(
     assert _counts(handles, theirs) == (0, 0)
     assert _counts(handles, starry) == (0, 0)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        _eventually(
+        eventually(
             lambda: (
                 conn.execute(
                     "SELECT like_count, comment_count FROM posts WHERE id = %s", (theirs,)

@@ -8,9 +8,7 @@ muter's home feed only, at once, and unmuting brings it back at once.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -24,7 +22,7 @@ from dmb.errors import DomainError, InvalidArgument, NotFound, PermissionDenied
 from dmb.settings import Settings
 from dmb.v1 import feed_pb2, follows_pb2, posts_pb2, users_pb2
 from entrypoints.launcher import LocalSystem
-from tests.integration.helpers import as_caller, make_users, register_and_login
+from tests.integration.helpers import as_caller, eventually, make_users, register_and_login
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +42,6 @@ def h(serve_system: LocalSystem) -> dict[str, Any]:
 def r(settings: Settings) -> redis.Redis:
     assert settings.redis_url is not None
     return redis.Redis.from_url(settings.redis_url.get_secret_value())
-
-
-def _eventually(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not reached in {timeout}s: {what}")
 
 
 def _call(h: dict[str, Any], app: str, method: str, request: Any, who: int) -> Any:
@@ -135,7 +124,7 @@ def test_a_block_hides_both_ways_and_stops_follows_likes_and_comments(
     for user in (alice, bob, carol):
         _feed(h, user)  # open each feed: fan-out writes reach existing feeds only
     by_alice, by_bob = _post(h, alice, "alice writes"), _post(h, bob, "bob writes")
-    _eventually(
+    eventually(
         lambda: (
             r.zscore(feed_key(alice), str(by_bob)) is not None
             and r.zscore(feed_key(bob), str(by_alice)) is not None
@@ -153,7 +142,7 @@ def test_a_block_hides_both_ways_and_stops_follows_likes_and_comments(
     assert _follows_between(database_url, alice, bob) == 0  # both ways, at once
     assert by_bob not in _feed(h, alice)
     assert by_alice not in _feed(h, bob)
-    _eventually(  # and through CDC, out of the Redis sets themselves
+    eventually(  # and through CDC, out of the Redis sets themselves
         lambda: (
             r.zscore(feed_key(alice), str(by_bob)) is None
             and r.zscore(feed_key(bob), str(by_alice)) is None
@@ -211,7 +200,7 @@ def test_a_mute_hides_fanned_out_and_celebrity_posts_from_the_home_feed_only(
     _follow(h, reader, star)  # a celebrity: merged at read time
     _feed(h, reader)
     from_normal, from_star = _post(h, normal, "fanned out"), _post(h, star, "read at request")
-    _eventually(
+    eventually(
         lambda: {from_normal, from_star} <= set(_feed(h, reader)),
         "fan-out to the reader, and the star's post in its recent set",
     )

@@ -8,10 +8,7 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
-from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -20,20 +17,11 @@ from dmb.settings import Settings
 from dmb.stores import dead_letters
 from dmb.stores.kafka import create_producer, encode
 from entrypoints.launcher import LocalSystem
+from tests.integration.helpers import eventually
 
 DMB = [sys.executable, "-m", "entrypoints.cli"]
 # Follows, not posts: other tests read dmb.public.posts from the start and decode every record.
 POSTS = "dmb.public.follows"
-
-
-def _eventually(check: Callable[[], Any], what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(1)
-    raise AssertionError(f"not reached in {timeout}s: {what}")
 
 
 def _dlq(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -69,7 +57,7 @@ def test_a_poison_event_is_dead_lettered_and_its_partition_moves_on(
                 return letter
         return None
 
-    letter = _eventually(ours, "the poison event in the dead-letter topic")
+    letter = eventually(ours, "the poison event in the dead-letter topic", timeout=120, every=1)
     entry = letter.entry
     assert (entry["topic"], entry["partition"], entry["offset"]) == (
         POSTS,
@@ -79,9 +67,11 @@ def test_a_poison_event_is_dead_lettered_and_its_partition_moves_on(
     assert entry["attempts"] == settings.feed_event_max_attempts
     assert "JSONDecodeError" in entry["error"]
     assert entry["group"] == GROUP
-    _eventually(
+    eventually(
         lambda: _committed(bootstrap, sent.partition) > sent.offset,
         "the consumer group past the poison event",
+        timeout=120,
+        every=1,
     )
 
     listed = json.loads(_dlq(settings, "list", "--json").stdout)

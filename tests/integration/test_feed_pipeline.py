@@ -13,7 +13,7 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -32,7 +32,7 @@ from dmb.settings import Settings
 from dmb.stores.kafka import create_consumer, decode
 from dmb.v1 import feed_pb2, follows_pb2, posts_pb2, users_pb2
 from entrypoints.launcher import LocalSystem
-from tests.integration.helpers import as_caller, make_users, walk_pages
+from tests.integration.helpers import as_caller, eventually, make_users, walk_pages
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +59,6 @@ def restores_pool(serve_system: LocalSystem, settings: Settings) -> Iterator[Non
 def r(settings: Settings) -> redis.Redis:
     assert settings.redis_url is not None
     return redis.Redis.from_url(settings.redis_url.get_secret_value())
-
-
-def _eventually(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not reached in {timeout}s: {what}")
 
 
 def _follow(h: dict[str, Any], follower: int, followee: int) -> None:
@@ -146,14 +137,14 @@ def test_fan_out_on_write_reaches_followers_and_delete_removes(
     _follow(handles, fan2, author)
     _open(handles, r, fan1, fan2, author)
     post = _post(handles, author, "fan me out")
-    _eventually(lambda: _in_feed(r, fan1, post) and _in_feed(r, fan2, post), "fan-out")
+    eventually(lambda: _in_feed(r, fan1, post) and _in_feed(r, fan2, post), "fan-out")
     assert [p.id for p in _feed(handles, fan1).posts][:1] == [post]
     assert _feed(handles, fan1).posts[0].author_username.startswith("t_")
     assert not _in_feed(r, author, post)  # not into the author's own feed
     handles["posts"].DeletePost.remote(
         posts_pb2.DeletePostRequest(post_id=post), caller=as_caller(author)
     ).result()
-    _eventually(lambda: not _in_feed(r, fan1, post), "removal from feeds")
+    eventually(lambda: not _in_feed(r, fan1, post), "removal from feeds")
     assert post not in [p.id for p in _feed(handles, fan1).posts]
 
 
@@ -165,7 +156,7 @@ def test_celebrities_are_read_at_request_time(
     _follow(handles, reader, star)
     _open(handles, r, reader)
     post = _post(handles, star, "a celebrity speaks")
-    _eventually(lambda: r.zscore(author_key(star), str(post)) is not None, "author's recent set")
+    eventually(lambda: r.zscore(author_key(star), str(post)) is not None, "author's recent set")
     time.sleep(1)  # give a (wrong) fan-out the chance to happen
     assert not _in_feed(r, reader, post)
     assert post in [p.id for p in _feed(handles, reader).posts]
@@ -178,11 +169,11 @@ def test_follow_merges_and_unfollow_removes(
     older = [_post(handles, author, f"older {i}") for i in range(3)]
     _open(handles, r, late)
     _follow(handles, late, author)
-    _eventually(lambda: all(_in_feed(r, late, p) for p in older), "merge on follow")
+    eventually(lambda: all(_in_feed(r, late, p) for p in older), "merge on follow")
     handles["follows"].Unfollow.remote(
         follows_pb2.UnfollowRequest(user_id=author), caller=as_caller(late)
     ).result()
-    _eventually(lambda: not any(_in_feed(r, late, p) for p in older), "removal on unfollow")
+    eventually(lambda: not any(_in_feed(r, late, p) for p in older), "removal on unfollow")
 
 
 def test_paging_merges_without_repeats_and_rebuilds_a_lost_feed(
@@ -193,7 +184,7 @@ def test_paging_merges_without_repeats_and_rebuilds_a_lost_feed(
     for i in range(5):
         made.append(_post(handles, normal, f"n{i}"))
         made.append(_post(handles, star, f"s{i}"))
-    _eventually(
+    eventually(
         lambda: (
             all(_in_feed(r, reader, p) for p in made[::2])
             and all(r.zscore(author_key(star), str(p)) is not None for p in made[1::2])
@@ -254,11 +245,11 @@ def test_killed_relay_and_worker_lose_nothing(
     consumer: Any = ray.get_actor(feed_consumer.name_of(0), namespace=NAMESPACE)
     assert ray.get(consumer.resize.remote(2)) == 2  # resize while work flows
     posts.append(_post(handles, author, "after resize"))
-    _eventually(lambda: all(_in_feed(r, fan, p) for p in posts), "every post delivered")
+    eventually(lambda: all(_in_feed(r, fan, p) for p in posts), "every post delivered")
     for pid in ray.get(consumer.worker_pids.remote()):
         os.kill(pid, signal.SIGKILL)  # Ray restarts the workers and retries their batches
     survivor = _post(handles, author, "after the workers died")
-    _eventually(lambda: _in_feed(r, fan, survivor), "delivery after worker death")
+    eventually(lambda: _in_feed(r, fan, survivor), "delivery after worker death")
     assert ray.get(consumer.resize.remote(4)) == 4
 
 
@@ -270,12 +261,12 @@ def test_operator_resizes_the_pool_by_editing_the_serve_config(
     serve_system.redeploy(
         {"pipeline": [{"name": "PipelineSupervisor", "user_config": {"fanout_workers": 3}}]}
     )
-    _eventually(lambda: ray.get(consumer.stats.remote())["workers"] == 3, "pool resized")
+    eventually(lambda: ray.get(consumer.stats.remote())["workers"] == 3, "pool resized")
     author, fan = make_users(database_url, 2)
     _follow(handles, fan, author)
     _open(handles, r, fan)
     post = _post(handles, author, "after the operator resized the pool")
-    _eventually(lambda: _in_feed(r, fan, post), "delivery with the resized pool")
+    eventually(lambda: _in_feed(r, fan, post), "delivery with the resized pool")
 
 
 def test_a_fan_out_into_a_lost_feed_does_not_truncate_it(
@@ -286,11 +277,11 @@ def test_a_fan_out_into_a_lost_feed_does_not_truncate_it(
     _follow(handles, witness, author)
     _open(handles, r, reader, witness)
     older = [_post(handles, author, f"before the loss {i}") for i in range(3)]
-    _eventually(lambda: all(_in_feed(r, reader, p) for p in older), "fan-out")
+    eventually(lambda: all(_in_feed(r, reader, p) for p in older), "fan-out")
     r.delete(feed_key(reader))  # evicted
     newer = _post(handles, author, "while the feed is gone")
     # The witness is in the same 100-follower batch: once it has the post, so would the reader.
-    _eventually(lambda: _in_feed(r, witness, newer), "fan-out of the new post")
+    eventually(lambda: _in_feed(r, witness, newer), "fan-out of the new post")
     assert not r.exists(feed_key(reader))  # not recreated holding just the new post
     assert [p.id for p in _feed(handles, reader).posts] == [newer, *reversed(older)]
 
@@ -309,7 +300,7 @@ def test_pagination_walks_a_thousand_post_feed_without_gaps_or_repeats(
     made = sorted((int(row[0]) for row in rows), reverse=True)
     by_normal = [int(row[0]) for row in rows if row[1] == normal]
     by_star = [int(row[0]) for row in rows if row[1] == star]
-    _eventually(  # the two authors' events sit on different partitions: wait for both
+    eventually(  # the two authors' events sit on different partitions: wait for both
         lambda: (
             all(_in_feed(r, reader, p) for p in by_normal)
             and all(r.zscore(author_key(star), str(p)) is not None for p in by_star)
@@ -360,7 +351,7 @@ def test_random_graph_converges_through_relay_worker_and_consumer_deaths(
     def converged() -> bool:
         return all(_whole_feed(handles, user) == expected(user) for user in users)
 
-    _eventually(converged, "every home feed holds exactly its followees' posts", 180)
+    eventually(converged, "every home feed holds exactly its followees' posts", 180)
     with psycopg.connect(database_url, autocommit=True) as conn:
         celebrities = {
             int(row[0])
@@ -390,7 +381,7 @@ def test_an_author_with_hundreds_of_followers_fans_out_in_several_batches(
     _open(handles, r, *fans)
     before = _supervisor_stats()["batches"]
     post = _post(handles, author, "to two hundred and fifty")
-    _eventually(lambda: all(_in_feed(r, fan, post) for fan in fans), "fan-out to every follower")
+    eventually(lambda: all(_in_feed(r, fan, post) for fan in fans), "fan-out to every follower")
     batches = -(-len(fans) // settings.fanout_batch_size)  # 3 batches of at most 100
     assert _supervisor_stats()["batches"] - before >= batches
 
@@ -409,7 +400,7 @@ def test_a_feed_is_trimmed_to_its_maximum_length(
             (author, count),
         ).fetchall()
     newest = sorted((int(row[0]) for row in rows), reverse=True)[: settings.feed_max_length]
-    _eventually(lambda: _in_feed(r, reader, newest[0]), "fan-out of the newest post", 120)
+    eventually(lambda: _in_feed(r, reader, newest[0]), "fan-out of the newest post", 120)
     members = sorted((int(m) for m in r.zrange(feed_key(reader), 0, -1)), reverse=True)  # type: ignore[arg-type]
     assert len(members) == settings.feed_max_length
     assert members == newest  # the oldest 50 were trimmed away
@@ -450,7 +441,7 @@ def test_the_consumer_group_resizes_live_and_a_restarted_consumer_keeps_its_shar
     def configure(workers: int, consumers: int) -> None:
         config = {"fanout_workers": workers, "feed_consumers": consumers}
         serve_system.redeploy({"pipeline": [{"name": "PipelineSupervisor", "user_config": config}]})
-        _eventually(
+        eventually(
             lambda: (
                 (_supervisor_stats()["consumers"], _supervisor_stats()["workers"])
                 == (consumers, workers)
@@ -463,7 +454,7 @@ def test_the_consumer_group_resizes_live_and_a_restarted_consumer_keeps_its_shar
     second: Any = ray.get_actor(feed_consumer.name_of(1), namespace=NAMESPACE)
     first_pid = ray.get(second.stats.remote())["pid"]
     ray.kill(second, no_restart=False)  # Ray restarts it with its first arguments (3 workers)
-    _eventually(lambda: _restarted(second, first_pid), "consumer 1 restarted, with its pool")
+    eventually(lambda: _restarted(second, first_pid), "consumer 1 restarted, with its pool")
     assert ray.get(second.stats.remote())["started_with"] == 2  # the configured share, not 3
     authors = make_users(database_url, 8)
     (fan,) = make_users(database_url, 1)
@@ -471,7 +462,7 @@ def test_the_consumer_group_resizes_live_and_a_restarted_consumer_keeps_its_shar
         _follow(handles, fan, author)
     _open(handles, r, fan)
     posts = [_post(handles, author, "two consumers") for author in authors]
-    _eventually(lambda: all(_in_feed(r, fan, p) for p in posts), "delivery by the group")
+    eventually(lambda: all(_in_feed(r, fan, p) for p in posts), "delivery by the group")
     configure(4, 1)  # shrink the group: consumer 1 leaves it
     assert feed_consumer.name_of(1) not in {
         a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
@@ -502,12 +493,12 @@ def test_a_feed_has_a_time_to_live_renewed_by_reads_and_is_rebuilt_once_expired(
     assert ttl - 60 < r.ttl(author_key(star)) <= ttl  # the celebrity's set too
     r.expire(feed_key(reader), 120)
     post = _post(handles, author, "fanned out into a feed with a short time left")
-    _eventually(lambda: _in_feed(r, reader, post), "fan-out")
+    eventually(lambda: _in_feed(r, reader, post), "fan-out")
     assert r.ttl(feed_key(reader)) <= 120  # a write keeps the time left, it does not renew it
     assert [p.id for p in _feed(handles, reader).posts] == [post]
     assert r.ttl(feed_key(reader)) > 120  # the read renewed it
     r.pexpire(feed_key(reader), 1)  # the reader went away long enough for the feed to expire
-    _eventually(lambda: not r.exists(feed_key(reader)), "the feed expired")
+    eventually(lambda: not r.exists(feed_key(reader)), "the feed expired")
     assert [p.id for p in _feed(handles, reader).posts] == [post]  # rebuilt from Postgres
     assert ttl - 60 < r.ttl(feed_key(reader)) <= ttl
 
@@ -564,7 +555,7 @@ def test_after_flushall_mid_stream_feeds_and_counters_rebuild_and_logout_holds(
     def converged() -> bool:
         return all(_whole_feed(handles, user) == expected(user) for user in users)
 
-    _eventually(converged, "every home feed holds exactly its followees' posts", 180)
+    eventually(converged, "every home feed holds exactly its followees' posts", 180)
     with psycopg.connect(database_url) as conn:
         truth = {
             int(row[0]): (int(row[1]), int(row[2]))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +21,7 @@ from dmb.stores.redis import create_redis
 from dmb.v1 import posts_pb2 as pb
 from dmb.v1 import posts_pb2_grpc
 from entrypoints.launcher import LocalSystem
-from tests.integration.helpers import as_caller, grpc_metadata, make_users, walk_pages
+from tests.integration.helpers import as_caller, eventually, grpc_metadata, make_users, walk_pages
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +43,6 @@ def _stored_counts(database_url: str, post_id: int) -> tuple[int, int] | None:
             "SELECT like_count, comment_count FROM posts WHERE id = %s", (post_id,)
         ).fetchone()
     return None if row is None else (int(row[0]), int(row[1]))
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def test_create_trims_and_get_reads_it_back(posts: Any, database_url: str) -> None:
@@ -123,7 +113,7 @@ def test_likes_are_idempotent_and_counted(posts: Any, database_url: str) -> None
     assert posts.UnlikePost.remote(unlike, caller=as_caller(fan)).result().like_count == 1
     with pytest.raises(NotFound):
         posts.LikePost.remote(pb.LikePostRequest(post_id=1), caller=as_caller(fan)).result()
-    _eventually(lambda: _stored_counts(database_url, post.id) == (1, 0))
+    eventually(lambda: _stored_counts(database_url, post.id) == (1, 0), "the like flushed", 30)
 
 
 def test_comments_page_and_delete_permissions(posts: Any, database_url: str) -> None:
@@ -162,7 +152,7 @@ def test_comments_page_and_delete_permissions(posts: Any, database_url: str) -> 
         posts.AddComment.remote(
             pb.AddCommentRequest(post_id=post.id, content=" "), caller=as_caller(author)
         ).result()
-    _eventually(lambda: _stored_counts(database_url, post.id) == (0, 1))
+    eventually(lambda: _stored_counts(database_url, post.id) == (0, 1), "the comment flushed", 30)
 
 
 def test_lost_counters_are_rebuilt_from_postgres(

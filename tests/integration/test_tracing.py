@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ import requests
 
 from dmb.localstack import scratch_data_dir
 from dmb.localstack.process import free_port
-from tests.integration.helpers import register_and_login
+from tests.integration.helpers import eventually, register_and_login
 
 DMB = [sys.executable, "-m", "entrypoints.cli"]
 PASSWORD = "tracing password"
@@ -164,16 +164,6 @@ class Tree:
         return "\n".join(lines)
 
 
-def _eventually(check: Callable[[], Any], what: str, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-
-
 # -- the test --------------------------------------------------------------------------------------
 
 
@@ -208,7 +198,7 @@ def test_one_post_is_one_trace_from_the_http_request_to_the_fanout_write(system:
     assert created.status_code == 200, created.text
     assert created.headers["X-Request-Id"] == request_id
     post_id = int(created.json()["post"]["id"])
-    _eventually(lambda: post_id in feed(), "the post in the follower's feed")
+    eventually(lambda: post_id in feed(), "the post in the follower's feed", timeout=90)
 
     def fanned_out() -> list[Span] | None:
         spans = read_spans(system.spans_dir)
@@ -222,7 +212,7 @@ def test_one_post_is_one_trace_from_the_http_request_to_the_fanout_write(system:
         trace = writes[0].trace_id
         return [s for s in spans if s.trace_id == trace]
 
-    tree = Tree(_eventually(fanned_out, "the fan-out worker's span in the spans files"))
+    tree = Tree(eventually(fanned_out, "the fan-out worker's span in the spans files", timeout=90))
 
     # The request: gateway -> handle hop -> service -> its SQL and Redis calls.
     (gateway,) = [s for s in tree.spans if s.name == "POST /v1/posts"]
@@ -265,6 +255,10 @@ def test_one_post_is_one_trace_from_the_http_request_to_the_fanout_write(system:
             if f"{logger} request_id={request_id}" in line
         ]
 
-    assert _eventually(lambda: lines_with("serve/replica_posts_*.log", "dmb.rpc"), "the log line")
-    assert _eventually(lambda: lines_with("worker-*", "dmb.feed_consumer"), "the consumer's line")
-    assert _eventually(lambda: lines_with("worker-*", "dmb.fanout"), "the worker's line")
+    assert eventually(
+        lambda: lines_with("serve/replica_posts_*.log", "dmb.rpc"), "the log line", timeout=90
+    )
+    assert eventually(
+        lambda: lines_with("worker-*", "dmb.feed_consumer"), "the consumer's line", timeout=90
+    )
+    assert eventually(lambda: lines_with("worker-*", "dmb.fanout"), "the worker's line", timeout=90)
