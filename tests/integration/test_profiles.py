@@ -87,7 +87,7 @@ def test_get_me_reads_the_callers_own_account_with_its_email(base: str) -> None:
     assert user["bio"] == "mine"
     assert requests.get(f"{base}/v1/users/me", timeout=30).status_code == 401
     allowed = requests.options(f"{base}/v1/users/me", timeout=30).headers["Allow"]
-    assert set(allowed.replace(" ", "").split(",")) == {"GET", "PATCH"}  # both documented
+    assert set(allowed.replace(" ", "").split(",")) == {"GET", "PATCH", "DELETE"}  # all documented
 
 
 def test_a_mask_with_sub_paths_or_nothing_is_refused(base: str) -> None:
