@@ -203,15 +203,14 @@ class Notifications:
         )
 
     async def mark_read(self, caller: Caller, up_to_id: int) -> int:
-        """Move the caller's read marker up to `up_to_id` (0: the newest notification now; an
-        id above the newest counts as the newest, so no future notification is read before it
-        exists); never back. The unread count afterwards."""
+        """Move the caller's read marker up to `up_to_id` (an id above the newest notification
+        counts as the newest, so no future notification is read before it exists); never back.
+        The unread count afterwards."""
         params = {"reader": caller.user_id, "up_to": up_to_id}
         async with self._db.transaction() as conn:
             await conn.execute(
                 "INSERT INTO notification_reads (user_id, last_read_id) "
-                "SELECT %(reader)s, CASE WHEN %(up_to)s::bigint > 0 "
-                "THEN LEAST(%(up_to)s::bigint, newest) ELSE newest END "
+                "SELECT %(reader)s, LEAST(%(up_to)s::bigint, newest) "
                 "FROM (SELECT COALESCE(max(id), 0) AS newest FROM notifications "
                 "WHERE recipient_id = %(reader)s) n "
                 "ON CONFLICT (user_id) DO UPDATE SET last_read_id = GREATEST("

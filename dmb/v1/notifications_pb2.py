@@ -28,7 +28,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64mb/v1/notifications.proto\x12\x06\x64mb.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x14\x64mb/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x01\n\x0cNotification\x12\n\n\x02id\x18\x01 \x01(\x03\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.dmb.v1.NotificationKind\x12\x11\n\tactor_ids\x18\x03 \x03(\x03\x12\x13\n\x0b\x61\x63tor_count\x18\x04 \x01(\x05\x12\x0f\n\x07post_id\x18\x05 \x01(\x03\x12\x12\n\ncomment_id\x18\x06 \x01(\x03\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06unread\x18\x08 \x01(\x08\"\xbf\x02\n\x18ListNotificationsRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x84\x02\n\x06\x63ursor\x18\x02 \x01(\tB\xf3\x01\xbaH\xef\x01r\xec\x01\x18 2\xe7\x01^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$\"s\n\x19ListNotificationsResponse\x12+\n\rnotifications\x18\x01 \x03(\x0b\x32\x14.dmb.v1.Notification\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x14\n\x0cunread_count\x18\x03 \x01(\x05\"9\n\x1cMarkNotificationsReadRequest\x12\x19\n\x08up_to_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"5\n\x1dMarkNotificationsReadResponse\x12\x14\n\x0cunread_count\x18\x01 \x01(\x05*\xad\x01\n\x10NotificationKind\x12!\n\x1dNOTIFICATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18NOTIFICATION_KIND_FOLLOW\x10\x01\x12\x1a\n\x16NOTIFICATION_KIND_LIKE\x10\x02\x12\x1d\n\x19NOTIFICATION_KIND_COMMENT\x10\x03\x12\x1d\n\x19NOTIFICATION_KIND_MENTION\x10\x04\x32\xab\x02\n\x13NotificationService\x12s\n\x11ListNotifications\x12 .dmb.v1.ListNotificationsRequest\x1a!.dmb.v1.ListNotificationsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/notifications\x12\x8b\x01\n\x15MarkNotificationsRead\x12$.dmb.v1.MarkNotificationsReadRequest\x1a%.dmb.v1.MarkNotificationsReadResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/notifications:markRead:\x01*\x1a\x11\xd2\xf3\x18\rnotificationsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64mb/v1/notifications.proto\x12\x06\x64mb.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x14\x64mb/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x01\n\x0cNotification\x12\n\n\x02id\x18\x01 \x01(\x03\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.dmb.v1.NotificationKind\x12\x11\n\tactor_ids\x18\x03 \x03(\x03\x12\x13\n\x0b\x61\x63tor_count\x18\x04 \x01(\x05\x12\x0f\n\x07post_id\x18\x05 \x01(\x03\x12\x12\n\ncomment_id\x18\x06 \x01(\x03\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06unread\x18\x08 \x01(\x08\"\xbf\x02\n\x18ListNotificationsRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x84\x02\n\x06\x63ursor\x18\x02 \x01(\tB\xf3\x01\xbaH\xef\x01r\xec\x01\x18 2\xe7\x01^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$\"s\n\x19ListNotificationsResponse\x12+\n\rnotifications\x18\x01 \x03(\x0b\x32\x14.dmb.v1.Notification\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x14\n\x0cunread_count\x18\x03 \x01(\x05\"<\n\x1cMarkNotificationsReadRequest\x12\x1c\n\x08up_to_id\x18\x01 \x01(\x03\x42\n\xbaH\x07\"\x02 \x00\xc8\x01\x01\"5\n\x1dMarkNotificationsReadResponse\x12\x14\n\x0cunread_count\x18\x01 \x01(\x05*\xad\x01\n\x10NotificationKind\x12!\n\x1dNOTIFICATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18NOTIFICATION_KIND_FOLLOW\x10\x01\x12\x1a\n\x16NOTIFICATION_KIND_LIKE\x10\x02\x12\x1d\n\x19NOTIFICATION_KIND_COMMENT\x10\x03\x12\x1d\n\x19NOTIFICATION_KIND_MENTION\x10\x04\x32\xab\x02\n\x13NotificationService\x12s\n\x11ListNotifications\x12 .dmb.v1.ListNotificationsRequest\x1a!.dmb.v1.ListNotificationsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/notifications\x12\x8b\x01\n\x15MarkNotificationsRead\x12$.dmb.v1.MarkNotificationsReadRequest\x1a%.dmb.v1.MarkNotificationsReadResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/notifications:markRead:\x01*\x1a\x11\xd2\xf3\x18\rnotificationsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,15 +40,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTNOTIFICATIONSREQUEST'].fields_by_name['cursor']._loaded_options = None
   _globals['_LISTNOTIFICATIONSREQUEST'].fields_by_name['cursor']._serialized_options = b'\272H\357\001r\354\001\030 2\347\001^(?:djE6(?:(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][AQgw]|O[AQ])|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk])|(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){6}(?:[MN][AQgw]|O[AQ])?))?$'
   _globals['_MARKNOTIFICATIONSREADREQUEST'].fields_by_name['up_to_id']._loaded_options = None
-  _globals['_MARKNOTIFICATIONSREADREQUEST'].fields_by_name['up_to_id']._serialized_options = b'\272H\004\"\002(\000'
+  _globals['_MARKNOTIFICATIONSREADREQUEST'].fields_by_name['up_to_id']._serialized_options = b'\272H\007\"\002 \000\310\001\001'
   _globals['_NOTIFICATIONSERVICE']._loaded_options = None
   _globals['_NOTIFICATIONSERVICE']._serialized_options = b'\322\363\030\rnotifications'
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['ListNotifications']._loaded_options = None
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['ListNotifications']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/notifications'
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['MarkNotificationsRead']._loaded_options = None
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['MarkNotificationsRead']._serialized_options = b'\202\323\344\223\002\037\"\032/v1/notifications:markRead:\001*'
-  _globals['_NOTIFICATIONKIND']._serialized_start=916
-  _globals['_NOTIFICATIONKIND']._serialized_end=1089
+  _globals['_NOTIFICATIONKIND']._serialized_start=919
+  _globals['_NOTIFICATIONKIND']._serialized_end=1092
   _globals['_NOTIFICATION']._serialized_start=153
   _globals['_NOTIFICATION']._serialized_end=360
   _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=363
@@ -56,9 +56,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=684
   _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=799
   _globals['_MARKNOTIFICATIONSREADREQUEST']._serialized_start=801
-  _globals['_MARKNOTIFICATIONSREADREQUEST']._serialized_end=858
-  _globals['_MARKNOTIFICATIONSREADRESPONSE']._serialized_start=860
-  _globals['_MARKNOTIFICATIONSREADRESPONSE']._serialized_end=913
-  _globals['_NOTIFICATIONSERVICE']._serialized_start=1092
-  _globals['_NOTIFICATIONSERVICE']._serialized_end=1391
+  _globals['_MARKNOTIFICATIONSREADREQUEST']._serialized_end=861
+  _globals['_MARKNOTIFICATIONSREADRESPONSE']._serialized_start=863
+  _globals['_MARKNOTIFICATIONSREADRESPONSE']._serialized_end=916
+  _globals['_NOTIFICATIONSERVICE']._serialized_start=1095
+  _globals['_NOTIFICATIONSERVICE']._serialized_end=1394
 # @@protoc_insertion_point(module_scope)

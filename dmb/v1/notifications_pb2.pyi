@@ -146,6 +146,7 @@ class MarkNotificationsReadRequest(_message.Message):
 
     UP_TO_ID_FIELD_NUMBER: _builtins.int
     up_to_id: _builtins.int
+    """An item's `id`; an id above the newest notification counts as the newest."""
     def __init__(
         self,
         *,

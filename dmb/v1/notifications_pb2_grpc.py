@@ -62,8 +62,8 @@ class NotificationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def MarkNotificationsRead(self, request, context):
-        """Marks the caller's notifications read up to and including `up_to_id` (an item's `id`; 0:
-        every notification so far). The read marker never moves back.
+        """Marks the caller's notifications read up to and including `up_to_id` (an item's `id`: the
+        newest item's marks them all). The read marker never moves back.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,8 +40,8 @@ class NotificationServiceStub:
     unread ones.
     """
     MarkNotificationsRead: _grpc.UnaryUnaryMultiCallable[_notifications_pb2.MarkNotificationsReadRequest, _notifications_pb2.MarkNotificationsReadResponse]
-    """Marks the caller's notifications read up to and including `up_to_id` (an item's `id`; 0:
-    every notification so far). The read marker never moves back.
+    """Marks the caller's notifications read up to and including `up_to_id` (an item's `id`: the
+    newest item's marks them all). The read marker never moves back.
     """
 
 @_typing.type_check_only
@@ -56,8 +56,8 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     unread ones.
     """
     MarkNotificationsRead: _aio.UnaryUnaryMultiCallable[_notifications_pb2.MarkNotificationsReadRequest, _notifications_pb2.MarkNotificationsReadResponse]  # type: ignore[assignment]
-    """Marks the caller's notifications read up to and including `up_to_id` (an item's `id`; 0:
-    every notification so far). The read marker never moves back.
+    """Marks the caller's notifications read up to and including `up_to_id` (an item's `id`: the
+    newest item's marks them all). The read marker never moves back.
     """
 
 class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -81,8 +81,8 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _notifications_pb2.MarkNotificationsReadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_notifications_pb2.MarkNotificationsReadResponse, _abc.Awaitable[_notifications_pb2.MarkNotificationsReadResponse]]:
-        """Marks the caller's notifications read up to and including `up_to_id` (an item's `id`; 0:
-        every notification so far). The read marker never moves back.
+        """Marks the caller's notifications read up to and including `up_to_id` (an item's `id`: the
+        newest item's marks them all). The read marker never moves back.
         """
 
 def add_NotificationServiceServicer_to_server(servicer: NotificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -219,7 +219,8 @@ def test_paging_unread_count_and_mark_read(h: dict[str, Any], database_url: str)
     assert [n.unread for n in page.notifications] == [True, False, False, False]
     older = notifications_pb2.MarkNotificationsReadRequest(up_to_id=1)
     assert _call(h, "notifications", "MarkNotificationsRead", older, target).unread_count == 1
-    everything = notifications_pb2.MarkNotificationsReadRequest()
+    newest = page.notifications[0].id
+    everything = notifications_pb2.MarkNotificationsReadRequest(up_to_id=newest + 10**6)
     assert _call(h, "notifications", "MarkNotificationsRead", everything, target).unread_count == 0
 
 
@@ -274,4 +275,8 @@ def test_http_routes(serve_system: LocalSystem) -> None:
         timeout=30,
     )
     assert refused.status_code == 400, refused.text
+    empty = requests.post(
+        f"{base}/v1/notifications:markRead", json={}, headers=alice["headers"], timeout=30
+    )
+    assert empty.status_code == 400, empty.text
     assert requests.get(f"{base}/v1/notifications", timeout=30).status_code == 401
