@@ -28,7 +28,7 @@ from dmb import tracing
 from dmb.composition import process_components
 from dmb.domain.feed import FeedWriter
 from dmb.stores import cdc
-from dmb.stores.change_events import FEED_TOPICS, Change
+from dmb.stores.change_events import CAPTURED_TOPICS, Change
 from dmb.stores.kafka import create_producer, encode, ensure_topics, topic_exists
 
 NAME = "cdc-relay"
@@ -128,7 +128,7 @@ class CdcRelay(LoopingActor):
         again after a backoff, which reconnects both and resumes from the slot's position."""
         assert self._settings.database_url is not None
         assert self._bootstrap is not None
-        ensure_topics(self._bootstrap, FEED_TOPICS, self._settings.kafka_topic_partitions)
+        ensure_topics(self._bootstrap, CAPTURED_TOPICS, self._settings.kafka_topic_partitions)
         producer = create_producer(self._bootstrap)
         try:
             reader = cdc.SlotReader(self._settings.database_url.get_secret_value(), self._slot)

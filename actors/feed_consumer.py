@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 from ray import serve
@@ -32,7 +32,6 @@ from actors.background import BackgroundLoop, LoopingActor, ensure_singleton
 from actors.fanout_pool import FanoutPool
 from dmb import tracing
 from dmb.composition import process_components
-from dmb.domain.feed_events import FeedEventHandler
 from dmb.stores import dead_letters
 from dmb.stores.change_events import FEED_TOPICS, decode_event
 from dmb.stores.kafka import consumer_lag, create_consumer, decode
@@ -43,12 +42,18 @@ log = logging.getLogger("dmb.feed_consumer")
 LAG_EVERY_SECONDS = 5.0  # how often a consumer refreshes dmb_consumer_lag_messages
 
 
+class EventHandler(Protocol):
+    async def handle(self, event: Any) -> None: ...
+
+
 def name_of(index: int) -> str:
     return f"feed-consumer-{index}"
 
 
 class FeedConsumer(LoopingActor):
     """`bootstrap` replaces the settings' broker address (tests: a broker that is not up yet)."""
+
+    SPAN = "feed handle"
 
     def __init__(
         self, index: int, workers: int, group_id: str = GROUP, bootstrap: str | None = None
@@ -144,7 +149,10 @@ class FeedConsumer(LoopingActor):
         for (topic, partition), messages in lag.items():
             self._lag.set(messages, tags={"topic": topic, "partition": str(partition)})
 
-    async def _handle(self, consumer: Any, handler: FeedEventHandler, records: Any) -> None:
+    def _decode(self, topic: str, value: Any) -> Any:
+        return decode_event(topic, decode(value))
+
+    async def _handle(self, consumer: Any, handler: EventHandler, records: Any) -> None:
         done = set()
         for partition, messages in records.items():
             for message in messages:
@@ -153,7 +161,7 @@ class FeedConsumer(LoopingActor):
                     # (the relay put them there); untraced records carry none.
                     with tracing.incoming(
                         tracing.from_headers(message.headers),
-                        f"feed handle {message.topic}",
+                        f"{self.SPAN} {message.topic}",
                         tracing.CONSUMER,
                         {
                             "messaging.system": "kafka",
@@ -163,7 +171,7 @@ class FeedConsumer(LoopingActor):
                         },
                         continue_only=True,
                     ):
-                        event = decode_event(message.topic, decode(message.value))
+                        event = self._decode(message.topic, message.value)
                         if event is not None:
                             await handler.handle(event)
                         log.debug("handled %s@%s: %s", partition, message.offset, event)

@@ -4,11 +4,12 @@ A Serve deployment, so that KubeRay's serveConfigV2 (and `dmb up`, which applies
 config) brings the pipeline up with the services, and an operator resizes it by editing that
 config. Nothing here is on the request path.
 
-The supervisor starts the CDC relay, the counter flusher and the group of feed consumers (each
-with its share of the fan-out workers) as named, detached actors that Ray restarts when they
-die, and keeps them at the sizes an operator sets in its `user_config` (`fanout_workers`,
-`feed_consumers`; without one, DMB_FANOUT_WORKERS and DMB_FEED_CONSUMERS): Serve applies an
-edited config through `reconfigure`, without restarting anything. Serve also calls
+The supervisor starts the CDC relay, the counter flusher, the notifications consumer and the
+group of feed consumers (each with its share of the fan-out workers) as named, detached actors
+that Ray restarts when they die, and keeps them at the sizes an operator sets in its
+`user_config` (`fanout_workers`, `feed_consumers`; without one, DMB_FANOUT_WORKERS and
+DMB_FEED_CONSUMERS): Serve applies an edited config through `reconfigure`, without restarting
+anything. Serve also calls
 `check_health` every few seconds; the supervisor then puts back whatever is missing or the wrong
 size (an actor that was killed for good, a consumer that came back before the supervisor did).
 Creating the actors is idempotent, so a restarted supervisor finds the running ones.
@@ -25,7 +26,7 @@ import ray
 from ray import serve
 from ray.serve import Application
 
-from actors import cdc_relay, counter_flusher, feed_consumer
+from actors import cdc_relay, counter_flusher, feed_consumer, notification_consumer
 from actors.background import NAMESPACE
 from actors.pipeline_size import PipelineSize
 from dmb.composition import process_components
@@ -72,6 +73,7 @@ class PipelineSupervisor:
     def _apply(self) -> None:
         cdc_relay.start()
         counter_flusher.start()
+        notification_consumer.start()
         shares = self._size.shares()
         self._consumers = [feed_consumer.start(index, share) for index, share in enumerate(shares)]
         for consumer, share in zip(self._consumers, shares, strict=True):
@@ -106,7 +108,8 @@ def _stop(name: str, timeout: float = 15.0) -> bool:
 
 def stop_pipeline() -> None:
     """Stop every pipeline actor for good (`dmb down`, the end of a test run)."""
-    for name in [*sorted(_running_consumers()), cdc_relay.NAME, counter_flusher.NAME]:
+    names = [*sorted(_running_consumers()), notification_consumer.NAME]
+    for name in [*names, cdc_relay.NAME, counter_flusher.NAME]:
         _stop(name)
 
 

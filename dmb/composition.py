@@ -24,6 +24,7 @@ from dmb.domain.feed_events import FanoutPort, FeedEventHandler
 from dmb.domain.follows import CelebrityRule, FollowerBatches, FollowGraph
 from dmb.domain.identity import AccessTokenIssuer, TokenVerifier
 from dmb.domain.login_guard import LoginGuard
+from dmb.domain.notifications import NotificationHandler, Notifications
 from dmb.domain.posts import Posts
 from dmb.domain.relationships import Relationships
 from dmb.domain.revocation import Revocations
@@ -114,6 +115,16 @@ class Components:
     @cached_property
     def posts(self) -> Posts:
         return Posts(self.stores.db, self.counters)
+
+    # -- notifications -----------------------------------------------------------------------
+
+    @cached_property
+    def notifications(self) -> Notifications:
+        return Notifications(self.stores.db)
+
+    @cached_property
+    def notification_handler(self) -> NotificationHandler:
+        return NotificationHandler(self.stores.db)
 
     # -- the feed ----------------------------------------------------------------------------
 

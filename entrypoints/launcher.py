@@ -23,7 +23,7 @@ from dmb.localstack import LocalStack
 from dmb.localstack.process import free_port, free_port_range
 from dmb.settings import Settings
 from dmb.stores import cdc
-from dmb.stores.change_events import FEED_TOPICS
+from dmb.stores.change_events import CAPTURED_TOPICS
 from dmb.stores.kafka import ensure_topics
 from dmb.stores.migrate import migrate
 from entrypoints.ray_cluster import LocalRayCluster
@@ -234,7 +234,7 @@ def prepare_stores(settings: Settings) -> None:
     migrate(database_url)
     if cdc.create_slot(database_url):
         log.info("created the replication slot %s", cdc.SLOT)
-    ensure_topics(settings.kafka_bootstrap, FEED_TOPICS, settings.kafka_topic_partitions)
+    ensure_topics(settings.kafka_bootstrap, CAPTURED_TOPICS, settings.kafka_topic_partitions)
     asyncio.run(_recover_feed_caches(settings))
 
 

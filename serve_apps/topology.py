@@ -17,6 +17,7 @@ GRPC_SERVICER_FUNCTIONS = (
     "dmb.v1.follows_pb2_grpc.add_FollowServiceServicer_to_server",
     "dmb.v1.posts_pb2_grpc.add_PostServiceServicer_to_server",
     "dmb.v1.feed_pb2_grpc.add_FeedServiceServicer_to_server",
+    "dmb.v1.notifications_pb2_grpc.add_NotificationServiceServicer_to_server",
 )
 LOCAL_REPLICA_CPUS = 0.1
 INGRESS_RESOURCE = "dmb_ingress"  # the head of a local cluster has it (entrypoints.ray_cluster)
@@ -37,6 +38,7 @@ APPLICATIONS = (
     AppSpec("follows", "serve_apps.follows:build_app", "/internal/follows"),
     AppSpec("posts", "serve_apps.posts:build_app", "/internal/posts"),
     AppSpec("feed", "serve_apps.feed:build_app", "/internal/feed"),
+    AppSpec("notifications", "serve_apps.notifications:build_app", "/internal/notifications"),
     AppSpec("pipeline", "actors.supervisor:build_app", None),  # the feed pipeline's actors
 )
 
@@ -106,4 +108,4 @@ def _local_args(app: AppSpec, nodes: int) -> dict[str, Any]:
     return args
 
 
-SERVICES = ("users", "follows", "posts", "feed")
+SERVICES = ("users", "follows", "posts", "feed", "notifications")

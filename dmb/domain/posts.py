@@ -16,6 +16,7 @@ import psycopg
 
 from dmb.domain.counters import COMMENTS, LIKES, Counters, Counts
 from dmb.domain.identity import Caller
+from dmb.domain.mentions import record_mentions
 from dmb.domain.paging import Page, next_cursor
 from dmb.domain.relationships import (
     BLOCKED,
@@ -98,6 +99,7 @@ class Posts:
             )
             row = await cursor.fetchone()
             assert row is not None
+            await record_mentions(conn, text, caller.user_id, int(row[0]))
             await self._db.remember_write(conn, caller.user_id)
         return post_message(row, Counts())
 
@@ -219,6 +221,7 @@ class Posts:
                 row = await cursor.fetchone()
                 if row is None:  # the post exists (else a foreign-key error): a block
                     raise PermissionDenied(BLOCKED)
+                await record_mentions(conn, text, caller.user_id, post_id, int(row[0]))
                 await self._db.remember_write(conn, caller.user_id)
         except psycopg.errors.ForeignKeyViolation:
             raise NotFound(f"post {post_id} does not exist") from None

@@ -3,9 +3,11 @@
 The relay turns each captured row change into a Debezium-style envelope on topic
 `dmb.public.<table>`, keyed by the author the change belongs to: a post by its `author_id`, a
 follow by its `followee_id` (whose posts the follow merges), an account deletion (the outbox row
-of migration 0006) by its `user_id`. One author's events thus stay in
-order on one partition, and the topics' partitions spread the authors over the consumer group.
-The feed consumer decodes those records back into the five small events the domain handles.
+of migration 0006) by its `user_id`; a like, comment or mention (migration 0008) by its
+`post_id`. One author's (or post's) events thus stay in order on one partition, and the topics'
+partitions spread them over a consumer group. The feed consumer decodes the feed's topics back
+into the five small events the feed handles (`decode_event`); the notifications consumer reads
+follows, likes, comments and mentions (`decode_notification_event`).
 Topic names, keys and the envelope's shape are defined here only.
 """
 
@@ -19,15 +21,28 @@ TOPIC_PREFIX = "dmb.public."
 # The logical message a traced write puts into its transaction (dmb.stores.postgres): its
 # content is the request's trace carrier, which the relay sends on as Kafka record headers.
 TRACE_MESSAGE_PREFIX = "dmb.trace"
-CAPTURED_TABLES = ("posts", "follows", "account_deletions")
-PARTITION_KEYS = {"posts": "author_id", "follows": "followee_id", "account_deletions": "user_id"}
+FEED_TABLES = ("posts", "follows", "account_deletions")
+# What the notifications consumer reads (follows as well): likes, comments and mentions are keyed
+# by their post, so one post's likes stay in order on one partition.
+NOTIFICATION_TABLES = ("follows", "likes", "comments", "mentions")
+CAPTURED_TABLES = (*FEED_TABLES, "likes", "comments", "mentions")
+PARTITION_KEYS = {
+    "posts": "author_id",
+    "follows": "followee_id",
+    "account_deletions": "user_id",
+    "likes": "post_id",
+    "comments": "post_id",
+    "mentions": "post_id",
+}
 
 
 def topic_of(table: str) -> str:
     return f"{TOPIC_PREFIX}{table}"
 
 
-FEED_TOPICS = tuple(topic_of(table) for table in CAPTURED_TABLES)
+FEED_TOPICS = tuple(topic_of(table) for table in FEED_TABLES)
+NOTIFICATION_TOPICS = tuple(topic_of(table) for table in NOTIFICATION_TABLES)
+CAPTURED_TOPICS = tuple(topic_of(table) for table in CAPTURED_TABLES)
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,38 @@ class AccountDeleted:
 FeedEvent = PostCreated | PostDeleted | Followed | Unfollowed | AccountDeleted
 
 
+@dataclass(frozen=True)
+class Liked:
+    post_id: int
+    user_id: int
+
+
+@dataclass(frozen=True)
+class Unliked:
+    post_id: int
+    user_id: int
+
+
+@dataclass(frozen=True)
+class Commented:
+    comment_id: int
+    post_id: int
+    author_id: int
+
+
+@dataclass(frozen=True)
+class Mentioned:
+    """`mentioned_id` was mentioned by `author_id` in a post (`comment_id` None) or comment."""
+
+    post_id: int
+    comment_id: int | None
+    author_id: int
+    mentioned_id: int
+
+
+NotificationEvent = Followed | Liked | Unliked | Commented | Mentioned
+
+
 def int_array(value: Any) -> tuple[int, ...]:
     """A bigint[] column as wal2json sends it (its text form, `{1,2,3}`) or as a JSON array
     (Debezium)."""
@@ -141,4 +188,34 @@ def decode_event(topic: str, envelope: dict[str, Any] | None) -> FeedEvent | Non
     if table == "account_deletions" and op == "c":
         row = envelope["after"]
         return AccountDeleted(int(row["user_id"]), int_array(row["post_ids"]))
+    return None
+
+
+def decode_notification_event(
+    topic: str, envelope: dict[str, Any] | None
+) -> NotificationEvent | None:
+    """The event an envelope carries for the notifications consumer; None for the rest."""
+    if not envelope:
+        return None
+    table = topic.removeprefix(TOPIC_PREFIX)
+    op = envelope.get("op")
+    row = envelope.get("after") if op == "c" else envelope.get("before")
+    if row is None:
+        return None
+    if table == "follows" and op == "c":
+        return Followed(int(row["follower_id"]), int(row["followee_id"]))
+    if table == "likes" and op == "c":
+        return Liked(int(row["post_id"]), int(row["user_id"]))
+    if table == "likes" and op == "d":
+        return Unliked(int(row["post_id"]), int(row["user_id"]))
+    if table == "comments" and op == "c":
+        return Commented(int(row["id"]), int(row["post_id"]), int(row["author_id"]))
+    if table == "mentions" and op == "c":
+        comment = row.get("comment_id")
+        return Mentioned(
+            int(row["post_id"]),
+            None if comment is None else int(comment),
+            int(row["author_id"]),
+            int(row["mentioned_id"]),
+        )
     return None

@@ -128,6 +128,7 @@ def test_serve_config_embeds_every_application(rendered: Rendered, path: str) ->
         "follows": "serve_apps.follows:build_app",
         "posts": "serve_apps.posts:build_app",
         "feed": "serve_apps.feed:build_app",
+        "notifications": "serve_apps.notifications:build_app",
         "pipeline": "actors.supervisor:build_app",
     }
     assert {name: app["route_prefix"] for name, app in apps.items()} == {
@@ -136,6 +137,7 @@ def test_serve_config_embeds_every_application(rendered: Rendered, path: str) ->
         "follows": "/internal/follows",
         "posts": "/internal/posts",
         "feed": "/internal/feed",
+        "notifications": "/internal/notifications",
         "pipeline": None,
     }
     assert config["http_options"]["port"] == 8000
@@ -145,6 +147,7 @@ def test_serve_config_embeds_every_application(rendered: Rendered, path: str) ->
         "dmb.v1.follows_pb2_grpc.add_FollowServiceServicer_to_server",
         "dmb.v1.posts_pb2_grpc.add_PostServiceServicer_to_server",
         "dmb.v1.feed_pb2_grpc.add_FeedServiceServicer_to_server",
+        "dmb.v1.notifications_pb2_grpc.add_NotificationServiceServicer_to_server",
     ]
     for app in apps.values():
         for deployment in app["deployments"]:

@@ -85,6 +85,7 @@ _ROUTE_PROBES = {
     "follows": "/dmb.v1.FollowService/GetStats",
     "posts": "/dmb.v1.PostService/GetPost",
     "feed": "/dmb.v1.FeedService/GetHomeFeed",
+    "notifications": "/dmb.v1.NotificationService/ListNotifications",
 }
 
 

@@ -31,6 +31,7 @@ SERVICES = {
     "dmb.v1.FollowService",
     "dmb.v1.PostService",
     "dmb.v1.FeedService",
+    "dmb.v1.NotificationService",
 }
 
 

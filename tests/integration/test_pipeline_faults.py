@@ -30,11 +30,12 @@ import requests
 
 from actors import cdc_relay, feed_consumer
 from actors.background import NAMESPACE
+from dmb.domain.mentions import mentioned_usernames
 from dmb.localstack.broker import KafkaBroker
 from dmb.localstack.process import free_port
 from dmb.settings import Settings
 from dmb.stores import cdc
-from dmb.stores.change_events import FEED_TOPICS
+from dmb.stores.change_events import CAPTURED_TOPICS
 from dmb.stores.kafka import create_consumer, decode, ensure_topics, topic_exists
 from entrypoints.launcher import LocalSystem
 from tests.integration.helpers import make_users
@@ -105,7 +106,7 @@ def test_a_relay_and_a_consumer_started_before_their_broker_work_once_it_is_up(
         assert ray.get(relay.lag_seconds.remote()) >= stuck + 1.5  # grows while stuck
 
         broker.start()
-        ensure_topics(broker.bootstrap, FEED_TOPICS, settings.kafka_topic_partitions)
+        ensure_topics(broker.bootstrap, CAPTURED_TOPICS, settings.kafka_topic_partitions)
         consumer = create_consumer(broker.bootstrap, f"test-{uuid.uuid4().hex}", [])
         found: list[dict[str, Any]] = []
 
@@ -177,6 +178,11 @@ def test_a_postgres_primary_restart_mid_stream_loses_nothing_acknowledged(
             )
     for user in users:  # active users: their feeds exist in Redis, fan-out writes into them
         _whole_feed(base, tokens[user])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        names: dict[Any, Any] = dict(
+            conn.execute("SELECT username, id FROM users WHERE id = ANY(%s)", (users,))
+        )
+    name_of = {int(user): str(name) for name, user in names.items()}
 
     # (status or None, error, started, ended): monotonic times
     outcomes: list[tuple[int | None, str | None, float, float]] = []
@@ -185,11 +191,13 @@ def test_a_postgres_primary_restart_mid_stream_loses_nothing_acknowledged(
 
     def post(i: int) -> None:
         author = rng.choice(users)
+        # Each post mentions someone: the notifications consumer must converge too.
+        mentioned = rng.choice([user for user in users if user != author])
         started = time.monotonic()
         try:
             reply = requests.post(
                 f"{base}/v1/posts",
-                json={"content": f"through the restart {i}"},
+                json={"content": f"through the restart {i}, @{name_of[mentioned]}"},
                 headers={"Authorization": f"Bearer {tokens[author]}"},
                 timeout=deadline + 10,
             )
@@ -277,6 +285,31 @@ def test_a_postgres_primary_restart_mid_stream_loses_nothing_acknowledged(
         return all(_whole_feed(base, tokens[user]) == expected(user) for user in users)
 
     _eventually(converged, "every home feed holds exactly its followees' posts", 180)
+
+    # The notifications consumer's group converges as well: one follow notification per
+    # follower, one mention per stored post, nothing twice (the unique key) or lost.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        contents: dict[Any, Any] = dict(
+            conn.execute("SELECT id, content FROM posts WHERE author_id = ANY(%s)", (users,))
+        )
+    by_name = {name: user for user, name in name_of.items()}
+    wanted: set[tuple[int, str, int, int]] = {
+        (followee, "follow", user, 0) for user, followed in follows.items() for followee in followed
+    }
+    for post_id, content in contents.items():
+        for name in mentioned_usernames(str(content)):
+            wanted.add((by_name[name], "mention", stored[int(post_id)], int(post_id)))
+
+    def notified() -> set[tuple[int, str, int, int]]:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT recipient_id, kind, actor_id, COALESCE(post_id, 0) FROM notifications "
+                "WHERE recipient_id = ANY(%s)",
+                (users,),
+            ).fetchall()
+        return {(int(r), str(k), int(a), int(p)) for r, k, a, p in rows}
+
+    _eventually(lambda: notified() == wanted, "every follow and mention notified once", 180)
     # Every service's pool may still hold connections from before the restart; the first
     # failure on one has the pool check them all. Touch each service until it answers, so the
     # tests that follow meet a recovered system.

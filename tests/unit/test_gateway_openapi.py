@@ -52,6 +52,8 @@ CONTRACT = {  # DESIGN.md §4: path -> verb -> operationId
     },
     "/v1/users/me/blocks": {"get": "FollowService_ListBlocks"},
     "/v1/users/me/mutes": {"get": "FollowService_ListMutes"},
+    "/v1/notifications": {"get": "NotificationService_ListNotifications"},
+    "/v1/notifications:markRead": {"post": "NotificationService_MarkNotificationsRead"},
     "/healthz": {"get": "healthz"},
     "/openapi.json": {"get": "openapi"},
 }

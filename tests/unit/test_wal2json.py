@@ -77,7 +77,7 @@ def test_a_batch_advances_to_commits_and_to_messages_outside_transactions_only()
     rows = [
         ("0/10", _m(action="B", xid=5)),
         ("0/11", _m(action="I", xid=5, schema="public", table="posts", columns=_cols(id=1))),
-        ("0/12", _m(action="I", xid=5, schema="public", table="likes", columns=_cols(id=2))),
+        ("0/12", _m(action="I", xid=5, schema="public", table="blocks", columns=_cols(id=2))),
         ("0/13", _m(action="C", xid=5, timestamp="2026-12-02 14:00:00.5+00")),
         ("0/20", _m(action="M", transactional=False, prefix="x", content="y")),
         ("0/30", _m(action="B", xid=6)),
