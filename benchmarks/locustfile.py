@@ -3,10 +3,10 @@
 Each simulated user logs in once as one of the seeded accounts (`dmb seed`), then mostly reads
 its home feed, reads other users' timelines, and sometimes posts, likes, comments and follows.
 Beside DeathStarBench's routes, the mix has what an app built on this API also calls: profiles
-of the authors it shows (8 in 126 requests), people search as the user types (4), its own
-account (2), a profile edit (1) and a mute undone at once (1, a mute that lingers would change
-the home feeds the chaos run compares). Account deletion is left out: a load test that deleted
-its seeded accounts would run out of users.
+of the authors it shows (8 in 132 requests), its notifications (6), people search as the user
+types (4), its own account (2), a profile edit (1) and a mute undone at once (1, a mute that
+lingers would change the home feeds the chaos run compares). Account deletion is left out: a
+load test that deleted its seeded accounts would run out of users.
 Requests are named by route so locust's report groups them. A 429 from the rate limiter is
 expected behaviour under load: it is counted (as `rate_limited`) but not as a failure.
 
@@ -184,6 +184,10 @@ class SocialUser(FastHttpUser):
     def search_people(self) -> None:
         typed = f"{USER_PREFIX}{random.randrange(100)}"[: random.randint(2, len(USER_PREFIX) + 2)]
         self._call("GET", f"/v1/users:search?q={typed}&pageSize=20", "GET /v1/users:search")
+
+    @task(6)
+    def read_notifications(self) -> None:
+        self._call("GET", "/v1/notifications?pageSize=20", "GET /v1/notifications")
 
     @task(2)
     def read_own_account(self) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -24,7 +23,7 @@ from dmb.settings import Settings
 from dmb.stores.change_events import Liked
 from dmb.v1 import follows_pb2, notifications_pb2, posts_pb2
 from entrypoints.launcher import LocalSystem
-from tests.integration.helpers import as_caller, make_users, register_and_login
+from tests.integration.helpers import as_caller, eventually, make_users, register_and_login
 
 FOLLOW = notifications_pb2.NOTIFICATION_KIND_FOLLOW
 LIKE = notifications_pb2.NOTIFICATION_KIND_LIKE
@@ -42,15 +41,6 @@ def h(serve_system: LocalSystem) -> dict[str, Any]:
             ("notifications", "NotificationService"),
         )
     }
-
-
-def _eventually(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not reached in {timeout}s: {what}")
 
 
 def _call(h: dict[str, Any], app: str, method: str, request: Any, who: int) -> Any:
@@ -118,7 +108,7 @@ def test_follow_like_comment_and_mention_notify_once(h: dict[str, Any], database
     comment = _comment(h, bob, post, f"nice, @{carol_name}")
     _like(h, alice, post)  # her own post: nothing
     _comment(h, alice, post, "thanks")  # nor her own comment
-    _eventually(lambda: len(_items(h, alice)) == 3, "alice's follow, like and comment")
+    eventually(lambda: len(_items(h, alice)) == 3, "alice's follow, like and comment")
     # Follows, likes and comments are topics of their own: their order among each other is
     # the order the consumer wrote them in.
     assert set(_items(h, alice)) == {
@@ -126,7 +116,7 @@ def test_follow_like_comment_and_mention_notify_once(h: dict[str, Any], database
         (LIKE, (bob,), 1, post, 0),
         (FOLLOW, (bob,), 1, 0, 0),
     }
-    _eventually(lambda: len(_items(h, carol)) == 2, "carol's two mentions")
+    eventually(lambda: len(_items(h, carol)) == 2, "carol's two mentions")
     assert _items(h, carol) == [
         (MENTION, (bob,), 1, post, comment),
         (MENTION, (alice,), 1, post, 0),
@@ -141,7 +131,7 @@ def test_replays_write_nothing_twice(
     alice, bob = make_users(database_url, 2)
     post = _post(h, alice, "replay me")
     _like(h, bob, post)
-    _eventually(lambda: _rows(database_url, alice) == 1, "the like's notification")
+    eventually(lambda: _rows(database_url, alice) == 1, "the like's notification")
     consumer: Any = ray.get_actor(notification_consumer.NAME, namespace=NAMESPACE)
     ray.kill(consumer, no_restart=False)  # Ray restarts it: uncommitted events come again
     components = Components(settings)  # and a handler that sees the same event again
@@ -157,7 +147,7 @@ def test_replays_write_nothing_twice(
 
     asyncio.run(again())
     _follow(h, bob, alice)  # the restarted consumer carries on
-    _eventually(lambda: _rows(database_url, alice) == 2, "the follow after the restart")
+    eventually(lambda: _rows(database_url, alice) == 2, "the follow after the restart")
     assert sorted(item[0] for item in _items(h, alice)) == [FOLLOW, LIKE]
 
 
@@ -170,13 +160,13 @@ def test_likes_of_one_post_are_grouped_and_an_unlike_takes_its_own_away(
     for liker in likers:
         _like(h, liker, post)
     _like(h, likers[0], other)
-    _eventually(lambda: _rows(database_url, author) == 5, "five likes")
+    eventually(lambda: _rows(database_url, author) == 5, "five likes")
     assert set(_items(h, author)) == {
         (LIKE, (likers[0],), 1, other, 0),
         (LIKE, (likers[3], likers[2], likers[1]), 4, post, 0),  # the newest three, of four
     }
     _call(h, "posts", "UnlikePost", posts_pb2.UnlikePostRequest(post_id=post), likers[3])
-    _eventually(lambda: _rows(database_url, author) == 4, "the unlike")
+    eventually(lambda: _rows(database_url, author) == 4, "the unlike")
     grouped = {item[3]: item for item in _items(h, author)}
     assert grouped[post] == (LIKE, (likers[2], likers[1], likers[0]), 3, post, 0)
     _call(h, "posts", "DeletePost", posts_pb2.DeletePostRequest(post_id=post), author)
@@ -192,7 +182,7 @@ def test_blocked_and_muted_accounts_do_not_notify(h: dict[str, Any], database_ur
     _like(h, muted, post)
     _comment(h, muted, post, f"a muted comment on {post}")
     _like(h, friend, post)  # the last event on the post's partition: the others came first
-    _eventually(lambda: _rows(database_url, alice) >= 1, "the friend's like")
+    eventually(lambda: _rows(database_url, alice) >= 1, "the friend's like")
     time.sleep(1)
     assert _items(h, alice) == [(LIKE, (friend,), 1, post, 0)]
     assert _rows(database_url, alice) == 1
@@ -205,7 +195,7 @@ def test_paging_unread_count_and_mark_read(h: dict[str, Any], database_url: str)
     target, *fans = make_users(database_url, 5)
     for fan in fans:
         _follow(h, fan, target)
-    _eventually(lambda: _rows(database_url, target) == 4, "four follows")
+    eventually(lambda: _rows(database_url, target) == 4, "four follows")
     first = _page(h, target, size=3)
     second = _page(h, target, size=3, cursor=first.next_cursor)
     assert [n.actor_ids[0] for n in [*first.notifications, *second.notifications]] == fans[::-1]
@@ -229,7 +219,7 @@ def test_notifications_survive_a_redis_flush(
 ) -> None:
     alice, bob = make_users(database_url, 2)
     _follow(h, bob, alice)
-    _eventually(lambda: _rows(database_url, alice) == 1, "the follow")
+    eventually(lambda: _rows(database_url, alice) == 1, "the follow")
     assert settings.redis_url is not None
     redis.Redis.from_url(settings.redis_url.get_secret_value()).flushall()
     assert _items(h, alice) == [(FOLLOW, (bob,), 1, 0, 0)]
@@ -251,7 +241,7 @@ def test_http_routes(serve_system: LocalSystem) -> None:
         body: dict[str, Any] = reply.json()
         return body
 
-    _eventually(lambda: len(listed()["notifications"]) == 1, "the follow over HTTP")
+    eventually(lambda: len(listed()["notifications"]) == 1, "the follow over HTTP")
     body = listed()
     assert body["unreadCount"] == 1
     item = body["notifications"][0]
