@@ -263,7 +263,8 @@ def _dlq_list(settings: Settings, args: argparse.Namespace) -> int:
 
     letters = dead_letters.list_dead_letters(_kafka_bootstrap(settings))
     if args.json:
-        listed = [{"offset": x.offset, "replayed": x.replayed, **x.entry} for x in letters]
+        # `offset` is the event's in its original topic; `dlq_offset` the letter's own.
+        listed = [{**x.entry, "dlq_offset": x.offset, "replayed": x.replayed} for x in letters]
         print(json.dumps(listed, indent=2))
         return 0
     if not letters:
