@@ -338,6 +338,23 @@ def test_a_postgres_primary_restart_mid_stream_loses_nothing_acknowledged(
             ).status_code
             == 200
         ),
+        lambda: (
+            requests.get(
+                f"{base}/v1/notifications",
+                headers={"Authorization": f"Bearer {tokens[users[0]]}"},
+                timeout=30,
+            ).status_code
+            == 200
+        ),
+        lambda: (
+            requests.post(
+                f"{base}/v1/notifications:markRead",
+                json={"upToId": "1"},
+                headers={"Authorization": f"Bearer {tokens[users[0]]}"},
+                timeout=30,
+            ).status_code
+            == 200
+        ),
     ]
     for probe in probes:
         for _ in range(3):
