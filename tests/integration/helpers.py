@@ -43,6 +43,21 @@ def make_users(database_url: str, count: int) -> list[int]:
     return [int(row[0]) for row in rows]
 
 
+def follow_in_bulk(database_url: str, followers: list[int], followee: int) -> None:
+    """Many follows in one statement (through CDC like any other): faster than one call each."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO follows (follower_id, followee_id) "
+            "SELECT f, %s FROM unnest(%s::bigint[]) AS f",
+            (followee, followers),
+        )
+
+
+def make_celebrity(database_url: str, threshold: int, star: int) -> None:
+    """Enough new fans for `star` to be a celebrity (its posts are then read at request time)."""
+    follow_in_bulk(database_url, make_users(database_url, threshold), star)
+
+
 def as_caller(user_id: int) -> Caller:
     return Caller(user_id=user_id, jti=uuid.uuid4().hex, expires_at=2**31)
 

@@ -23,7 +23,14 @@ from dmb.domain.feed import feed_key
 from dmb.settings import Settings
 from dmb.v1 import feed_pb2, follows_pb2, posts_pb2
 from entrypoints.launcher import LocalSystem
-from tests.integration.helpers import as_caller, eventually, log_in, make_users, register_and_login
+from tests.integration.helpers import (
+    as_caller,
+    eventually,
+    log_in,
+    make_celebrity,
+    make_users,
+    register_and_login,
+)
 
 PASSWORD = "leaving password"
 
@@ -51,16 +58,6 @@ def r(settings: Settings) -> redis.Redis:
 def _follow(h: dict[str, Any], follower: int, followee: int) -> None:
     request = follows_pb2.FollowRequest(user_id=followee)
     h["follows"].Follow.remote(request, caller=as_caller(follower)).result()
-
-
-def _make_celebrity(database_url: str, settings: Settings, star: int) -> None:
-    fans = make_users(database_url, settings.celebrity_threshold)
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO follows (follower_id, followee_id) "
-            "SELECT f, %s FROM unnest(%s::bigint[]) AS f",
-            (star, fans),
-        )
 
 
 def _post(h: dict[str, Any], author: int, text: str) -> int:
@@ -134,7 +131,7 @@ def test_a_deleted_account_leaves_feeds_lists_and_counts_and_its_tokens_stop(
     leaver = int(first["userId"])
     second = log_in(base, name, PASSWORD)
     fan_a, fan_b, star, other = make_users(database_url, 4)
-    _make_celebrity(database_url, settings, star)
+    make_celebrity(database_url, settings.celebrity_threshold, star)
     for fan in (fan_a, fan_b, star):  # a celebrity among its followers
         _follow(handles, fan, leaver)
     _follow(handles, leaver, star)
@@ -232,7 +229,7 @@ def test_a_deleted_celebritys_posts_leave_the_feeds_that_merged_them_at_read_tim
     name = f"star_{uuid.uuid4().hex[:10]}"
     star = register_and_login(base, name, PASSWORD)
     star_id = int(star["userId"])
-    _make_celebrity(database_url, settings, star_id)
+    make_celebrity(database_url, settings.celebrity_threshold, star_id)
     (reader,) = make_users(database_url, 1)
     _follow(handles, reader, star_id)
     post = _post(handles, star_id, "read at request time")

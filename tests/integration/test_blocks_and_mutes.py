@@ -22,7 +22,13 @@ from dmb.errors import DomainError, InvalidArgument, NotFound, PermissionDenied
 from dmb.settings import Settings
 from dmb.v1 import feed_pb2, follows_pb2, posts_pb2, users_pb2
 from entrypoints.launcher import LocalSystem
-from tests.integration.helpers import as_caller, eventually, make_users, register_and_login
+from tests.integration.helpers import (
+    as_caller,
+    eventually,
+    make_celebrity,
+    make_users,
+    register_and_login,
+)
 
 
 @pytest.fixture(scope="module")
@@ -189,13 +195,7 @@ def test_a_mute_hides_fanned_out_and_celebrity_posts_from_the_home_feed_only(
     h: dict[str, Any], database_url: str, settings: Settings
 ) -> None:
     reader, normal, star = make_users(database_url, 3)
-    fans = make_users(database_url, settings.celebrity_threshold)
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO follows (follower_id, followee_id) "
-            "SELECT f, %s FROM unnest(%s::bigint[]) AS f",
-            (star, fans),
-        )
+    make_celebrity(database_url, settings.celebrity_threshold, star)
     _follow(h, reader, normal)
     _follow(h, reader, star)  # a celebrity: merged at read time
     _feed(h, reader)

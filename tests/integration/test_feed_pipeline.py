@@ -32,7 +32,14 @@ from dmb.settings import Settings
 from dmb.stores.kafka import create_consumer, decode
 from dmb.v1 import feed_pb2, follows_pb2, posts_pb2, users_pb2
 from entrypoints.launcher import LocalSystem
-from tests.integration.helpers import as_caller, eventually, make_users, walk_pages
+from tests.integration.helpers import (
+    as_caller,
+    eventually,
+    follow_in_bulk,
+    make_celebrity,
+    make_users,
+    walk_pages,
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,21 +72,6 @@ def _follow(h: dict[str, Any], follower: int, followee: int) -> None:
     h["follows"].Follow.remote(
         follows_pb2.FollowRequest(user_id=followee), caller=as_caller(follower)
     ).result()
-
-
-def _follow_in_bulk(database_url: str, followers: list[int], followee: int) -> None:
-    """Many follows in one statement (through CDC like any other): faster than one call each."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO follows (follower_id, followee_id) "
-            "SELECT f, %s FROM unnest(%s::bigint[]) AS f",
-            (followee, followers),
-        )
-
-
-def _make_celebrity(database_url: str, settings: Settings, star: int) -> None:
-    """Enough new fans for the star to be a celebrity (its posts are then read at request time)."""
-    _follow_in_bulk(database_url, make_users(database_url, settings.celebrity_threshold), star)
 
 
 def _post(h: dict[str, Any], author: int, text: str = "hello") -> int:
@@ -122,7 +114,7 @@ def _reader_of_a_normal_author_and_a_star(
     """(normal, star, reader): the star has enough fans to be a celebrity, the reader follows
     both and has an open feed."""
     normal, star, reader = make_users(database_url, 3)
-    _make_celebrity(database_url, settings, star)
+    make_celebrity(database_url, settings.celebrity_threshold, star)
     _follow(h, reader, normal)
     _follow(h, reader, star)
     _open(h, r, reader)
@@ -152,7 +144,7 @@ def test_celebrities_are_read_at_request_time(
     handles: dict[str, Any], r: redis.Redis, database_url: str, settings: Settings
 ) -> None:
     star, reader = make_users(database_url, 2)
-    _make_celebrity(database_url, settings, star)
+    make_celebrity(database_url, settings.celebrity_threshold, star)
     _follow(handles, reader, star)
     _open(handles, r, reader)
     post = _post(handles, star, "a celebrity speaks")
@@ -331,7 +323,7 @@ def test_random_graph_converges_through_relay_worker_and_consumer_deaths(
         for followee in followees:
             _follow(handles, user, followee)
     for star in stars:
-        _make_celebrity(database_url, settings, star)
+        make_celebrity(database_url, settings.celebrity_threshold, star)
     _open(handles, r, *users)
     consumer: Any = ray.get_actor(feed_consumer.name_of(0), namespace=NAMESPACE)
     authors_of: dict[int, int] = {}
@@ -377,7 +369,7 @@ def test_an_author_with_hundreds_of_followers_fans_out_in_several_batches(
     handles: dict[str, Any], r: redis.Redis, database_url: str, settings: Settings
 ) -> None:
     author, *fans = make_users(database_url, 1 + 250)
-    _follow_in_bulk(database_url, fans, author)
+    follow_in_bulk(database_url, fans, author)
     _open(handles, r, *fans)
     before = _supervisor_stats()["batches"]
     post = _post(handles, author, "to two hundred and fifty")
@@ -484,7 +476,7 @@ def test_a_feed_has_a_time_to_live_renewed_by_reads_and_is_rebuilt_once_expired(
     """Issue 12 item 9: under `volatile-lru` a key without a TTL is never evicted, so feeds must
     carry one. Reads renew it, fan-out writes do not, and an expired feed is rebuilt."""
     author, star, reader = make_users(database_url, 3)
-    _make_celebrity(database_url, settings, star)
+    make_celebrity(database_url, settings.celebrity_threshold, star)
     _follow(handles, reader, author)
     _follow(handles, reader, star)
     _open(handles, r, reader)
