@@ -4,7 +4,7 @@ No Ray: GatewayCore dispatches straight to the service classes (the very classes
 deployments wrap), all wired from one `Components`, and the counter flusher runs as a task in
 the same event loop. This is what a user would pick for a single small box; benchmarks/e2e.py
 measures it against the Ray system on the same stores. The Ray system has one Postgres pool per
-service replica; the monolith's single pool gets the four services' connections together.
+service replica; the monolith's single pool gets the services' connections together.
 
     python benchmarks/monolith.py --port 8100   (settings from the DMB_* environment)
 """
@@ -37,8 +37,20 @@ from serve_apps.feed import FeedServiceDeployment  # noqa: E402
 from serve_apps.follows import FollowServiceDeployment  # noqa: E402
 from serve_apps.gateway.core import GatewayCore  # noqa: E402
 from serve_apps.gateway.descriptors import MethodSpec  # noqa: E402
+from serve_apps.notifications import NotificationServiceDeployment  # noqa: E402
 from serve_apps.posts import PostServiceDeployment  # noqa: E402
+from serve_apps.topology import SERVICES  # noqa: E402
 from serve_apps.users import UserServiceDeployment  # noqa: E402
+
+# Every Serve service application's class, by app name: the monolith must answer every route the
+# gateway has (a missing one was a 500 on GET /v1/notifications in the baseline's mix).
+SERVICE_CLASSES: dict[str, Any] = {
+    "users": UserServiceDeployment,
+    "follows": FollowServiceDeployment,
+    "posts": PostServiceDeployment,
+    "feed": FeedServiceDeployment,
+    "notifications": NotificationServiceDeployment,
+}
 
 
 class LocalDispatcher:
@@ -62,14 +74,11 @@ class LocalDispatcher:
 
 def build_app() -> Starlette:
     settings = load_settings()
-    pool_max = settings.database_pool_max * 4  # what the four service replicas would hold
+    pool_max = settings.database_pool_max * len(SERVICES)  # what the service replicas would hold
     components = Components(settings.with_overrides({"database_pool_max": pool_max}))
-    services = {
-        "users": UserServiceDeployment(components),
-        "follows": FollowServiceDeployment(components),
-        "posts": PostServiceDeployment(components),
-        "feed": FeedServiceDeployment(components),
-    }
+    if set(SERVICE_CLASSES) != set(SERVICES):
+        raise RuntimeError(f"the monolith serves {sorted(SERVICE_CLASSES)}, not {sorted(SERVICES)}")
+    services = {name: cls(components) for name, cls in SERVICE_CLASSES.items()}
     core = GatewayCore.assemble(components, LocalDispatcher(services))
 
     async def endpoint(request: Request) -> Response:
