@@ -43,7 +43,7 @@ from benchmarks import wrk  # noqa: E402
 from benchmarks.harness.locust import Rows, run_locust  # noqa: E402
 from benchmarks.harness.plot import plot  # noqa: E402
 from benchmarks.harness.probes import FreshnessProbe, hop_vs_grpc  # noqa: E402
-from benchmarks.harness.report import print_report, write_json  # noqa: E402
+from benchmarks.harness.report import TARGETS, print_report, write_json  # noqa: E402
 from benchmarks.harness.system import (  # noqa: E402
     PASSWORD,
     PREFIX,
@@ -71,6 +71,13 @@ def main() -> int:
     parser.add_argument("--posts", type=int, default=3000, help="seeded posts")
     parser.add_argument("--ingress", choices=["haproxy", "default"], default="haproxy")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        choices=TARGETS,
+        default=list(TARGETS),
+        help="a subset, for a quicker A/B (the ratios need hop and monolith)",
+    )
     args = parser.parse_args()
     wrk.require()  # the handle-vs-gRPC step needs it: fail now, not after the long runs
     args.out.mkdir(parents=True, exist_ok=True)
@@ -121,7 +128,7 @@ def measure(system: LocalSystem, folder: Path, args: argparse.Namespace) -> dict
         for level in args.levels:
             probe = FreshnessProbe(base) if level == max(args.levels) else None
             found["levels"][level] = run_level(
-                base, monolith_base, level, args.seconds, folder, load_env, probe
+                system, monolith_base, level, args, folder, load_env, probe
             )
             if probe:
                 found["freshness_ms"] = probe.summary()
@@ -133,34 +140,51 @@ def measure(system: LocalSystem, folder: Path, args: argparse.Namespace) -> dict
 
 
 def run_level(
-    base: str,
+    system: LocalSystem,
     monolith_base: str,
     level: int,
-    seconds: int,
+    args: argparse.Namespace,
     folder: Path,
     load_env: dict[str, str],
     probe: FreshnessProbe | None,
 ) -> dict[str, Rows]:
-    """One load level: the product's mix (with the freshness probe beside it), its two
-    single-route mixes, Serve's ceilings, and the monolith."""
-    if probe:
-        probe.start()
-    product = run_locust(base, level, seconds, LOCUSTFILE, folder, load_env)
-    if probe:
-        probe.stop.set()
-        probe.join(timeout=90)
-    return {
-        "product": product,
-        "feed_only": run_locust(
-            base, level, seconds, LOCUSTFILE, folder, load_env | {"LOAD_MIX": "feed"}
-        ),
-        "post_only": run_locust(
-            base, level, seconds, LOCUSTFILE, folder, load_env | {"LOAD_MIX": "post"}
-        ),
-        "bare": run_locust(base, level, seconds, CEILING, folder, {"CEILING_PATH": "/bare"}),
-        "hop": run_locust(base, level, seconds, CEILING, folder, {"CEILING_PATH": "/hop"}),
-        "monolith": run_locust(monolith_base, level, seconds, LOCUSTFILE, folder, load_env),
-    }
+    """One load level: the product's mix (with the freshness probe beside it), the same mix
+    with the gateway's coalescing switched off live, its two single-route mixes, Serve's
+    ceilings, and the monolith."""
+    base = system.addresses()["http"]
+    seconds = args.seconds
+    found: dict[str, Rows] = {}
+    if "product" in args.targets:
+        if probe:
+            probe.start()
+        found["product"] = run_locust(base, level, seconds, LOCUSTFILE, folder, load_env)
+        if probe:
+            probe.stop.set()
+            probe.join(timeout=90)
+    if "product_direct" in args.targets:
+        gateway_coalescing(system, {"coalesce_in_flight": 0})
+        try:
+            found["product_direct"] = run_locust(base, level, seconds, LOCUSTFILE, folder, load_env)
+        finally:
+            gateway_coalescing(system, {})
+    mixes = {"feed_only": "feed", "post_only": "post"}
+    for target, mix in mixes.items():
+        if target in args.targets:
+            env = load_env | {"LOAD_MIX": mix}
+            found[target] = run_locust(base, level, seconds, LOCUSTFILE, folder, env)
+    for target in ("bare", "hop"):
+        if target in args.targets:
+            env = {"CEILING_PATH": f"/{target}"}
+            found[target] = run_locust(base, level, seconds, CEILING, folder, env)
+    if "monolith" in args.targets:
+        found["monolith"] = run_locust(monolith_base, level, seconds, LOCUSTFILE, folder, load_env)
+    return found
+
+
+def gateway_coalescing(system: LocalSystem, config: dict[str, int]) -> None:
+    """The Gateway's live `user_config` (serve_apps/gateway/app.py): {} is the settings'."""
+    system.redeploy({"gateway": [{"name": "Gateway", "user_config": config}]})
+    time.sleep(2)  # the replica reconfigures once the controller has the new config
 
 
 if __name__ == "__main__":

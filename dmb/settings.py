@@ -108,6 +108,11 @@ class Settings(BaseModel):
     grpc_port: int = Field(default=9000, ge=1, le=65_535)
     max_request_body_bytes: int = Field(default=1_048_576, ge=1_024)
     request_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # Gateway -> service calls (serve_apps/gateway/coalescing.py): at most this many handle
+    # calls in flight per service method, requests arriving meanwhile leave together as one
+    # call of up to `gateway_coalesce_max_batch`. 0 sends every request as its own handle call.
+    gateway_coalesce_in_flight: int = Field(default=2, ge=0, le=1_000)
+    gateway_coalesce_max_batch: int = Field(default=64, ge=1, le=1_000)
     # How many proxies in front of the gateway append to X-Forwarded-For (0: use the peer).
     trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
     # Browser origins allowed to call the API (CORS), comma-separated: `https://app.example.com,

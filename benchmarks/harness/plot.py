@@ -18,6 +18,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     figure, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4))
     levels = sorted(int(level) for level in report["levels"])
     for target in TARGETS:
+        if any(target not in report["levels"][level] for level in levels):
+            continue  # not measured in this run (--targets)
         aggs = [aggregated(report["levels"][level][target]) for level in levels]
         latency.plot(levels, [a.get("p50_ms", 0) for a in aggs], marker="o", label=f"{target} p50")
         latency.plot(

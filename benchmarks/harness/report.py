@@ -8,7 +8,7 @@ from typing import Any
 
 from benchmarks.harness.locust import ERRORS, aggregated
 
-TARGETS = ("product", "feed_only", "post_only", "monolith", "hop", "bare")
+TARGETS = ("product", "product_direct", "feed_only", "post_only", "monolith", "hop", "bare")
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -17,9 +17,9 @@ def print_report(report: dict[str, Any]) -> None:
         f"{'err%':>6} {'vs hop':>7} {'vs mono':>8}"
     )
     for level, runs in report["levels"].items():
-        hop_rps = aggregated(runs["hop"]).get("rps", 0) or 1
-        mono_rps = aggregated(runs["monolith"]).get("rps", 0) or 1
-        for target in TARGETS:
+        hop_rps = aggregated(runs.get("hop", {})).get("rps", 0) or float("nan")
+        mono_rps = aggregated(runs.get("monolith", {})).get("rps", 0) or float("nan")
+        for target in (target for target in TARGETS if target in runs):
             agg = aggregated(runs[target])
             print(
                 f"{level:>5} {target:<10} {agg.get('rps', 0):>8.0f} {agg.get('p50_ms', 0):>7.0f} "
@@ -27,7 +27,7 @@ def print_report(report: dict[str, Any]) -> None:
                 f"{100 * agg.get('error_rate', 0):>6.2f} "
                 f"{agg.get('rps', 0) / hop_rps:>7.2f} {agg.get('rps', 0) / mono_rps:>8.2f}"
             )
-        for route, stats in sorted(runs["product"].items()):
+        for route, stats in sorted(runs.get("product", {}).items()):
             if route not in ("Aggregated", ERRORS):
                 print(
                     f"{'':>5}   {route:<36} {stats['rps']:>7.1f} req/s  p50 {stats['p50_ms']:.0f}"

@@ -40,14 +40,20 @@ _UNAVAILABLE = (
 
 
 class HandleDispatcher:
-    """One DeploymentHandle per service, created once per replica; calls go through a
-    coalescer, so under load many requests share one handle call (rpc.py's `Batch`). Calls are
-    grouped per method: a batch of fast reads never waits behind a slow login."""
+    """One DeploymentHandle per service, created once per replica. With `max_in_flight` >= 1
+    calls go through a coalescer, so under load many requests share one handle call (rpc.py's
+    `Batch`), grouped per method: a batch of fast reads never waits behind a slow login. With
+    0 every request is its own call of its method (the A/B baseline of docs/PERFORMANCE.md)."""
 
     def __init__(self, max_in_flight: int = 2, max_batch: int = 64) -> None:
         self._handles: dict[tuple[str, str], DeploymentHandle[Any]] = {}
-        self.coalescer: Coalescer[tuple[str, str, str], Call, Message] = Coalescer(
-            self._send, max_in_flight, max_batch
+        self.coalescer: Coalescer[tuple[str, str, str], Call, Message] | None = None
+        self.configure(max_in_flight, max_batch)
+
+    def configure(self, max_in_flight: int, max_batch: int) -> None:
+        """Switch coalescing (0: off) or resize it; calls already out finish as they were."""
+        self.coalescer = (
+            Coalescer(self._send, max_in_flight, max_batch) if max_in_flight > 0 else None
         )
 
     async def call(
@@ -65,18 +71,36 @@ class HandleDispatcher:
             {"rpc.system": "grpc", "rpc.service": method.service, "rpc.method": method.name},
         ):
             call: Call = (method.name, request, caller, write_position, tracing.outgoing())
+            if self.coalescer is None:
+                return await self._send_one(method, call)
             return await self.coalescer.submit((method.app, method.deployment, method.name), call)
+
+    def _handle(self, app: str, deployment: str) -> DeploymentHandle[Any]:
+        handle = self._handles.get((app, deployment))
+        if handle is None:
+            handle = serve.get_deployment_handle(deployment, app_name=app)
+            self._handles[(app, deployment)] = handle
+        return handle
+
+    async def _send_one(self, method: MethodSpec, call: Call) -> Message:
+        name, request, caller, write_position, origin = call
+        rpc = getattr(self._handle(method.app, method.deployment), name)
+        try:
+            reply: Message = await rpc.remote(
+                request, caller=caller, write_position=write_position, origin=origin
+            )
+        except _UNAVAILABLE as exc:
+            raise Unavailable(f"{method.app} is unavailable: {type(exc).__name__}") from exc
+        return reply
 
     async def _send(
         self, target: tuple[str, str, str], calls: list[Call]
     ) -> list[Message | BaseException]:
         app, deployment, _ = target
-        handle = self._handles.get((app, deployment))
-        if handle is None:
-            handle = serve.get_deployment_handle(deployment, app_name=app)
-            self._handles[(app, deployment)] = handle
         try:
-            replies: list[Message | BaseException] = await handle.Batch.remote(calls)
+            replies: list[Message | BaseException] = await self._handle(
+                app, deployment
+            ).Batch.remote(calls)
         except _UNAVAILABLE as exc:
             raise Unavailable(f"{app} is unavailable: {type(exc).__name__}") from exc
         return replies
@@ -125,14 +149,31 @@ class GatewayDeployment:
         files = load_descriptor_set(
             Path(descriptor_set) if descriptor_set else DEFAULT_DESCRIPTOR_SET
         )
+        components = process_components()
+        self._dispatcher = HandleDispatcher(
+            components.settings.gateway_coalesce_in_flight,
+            components.settings.gateway_coalesce_max_batch,
+        )
         self._core = GatewayCore.assemble(
-            process_components(),
-            HandleDispatcher(),
+            components,
+            self._dispatcher,
             descriptor_set=files,
             metrics=RayMetrics(),
             echo_request_id=False,  # Serve adds X-Request-ID itself (both ingress modes)
         )
+        self._settings = components.settings
         log.info("gateway ready: %d routes", len(self._core.routes.routes))
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """The Serve config's `user_config` (an operator's live edit, no replica restart):
+        `coalesce_in_flight` and `coalesce_max_batch`, each defaulting to its DMB_GATEWAY_*
+        setting."""
+        in_flight = int(config.get("coalesce_in_flight", self._settings.gateway_coalesce_in_flight))
+        max_batch = int(config.get("coalesce_max_batch", self._settings.gateway_coalesce_max_batch))
+        if in_flight < 0 or max_batch < 1:
+            raise ValueError("coalesce_in_flight must be >= 0 and coalesce_max_batch >= 1")
+        self._dispatcher.configure(in_flight, max_batch)
+        log.info("gateway coalescing: in flight %d, batch %d (0: off)", in_flight, max_batch)
 
     async def __call__(self, request: Request) -> Response:
         # Serve's id (the client's X-Request-Id, or HAProxy's), so Serve's logs and ours agree.
