@@ -72,6 +72,13 @@ def main() -> int:
     parser.add_argument("--ingress", choices=["haproxy", "default"], default="haproxy")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of dmb.settings for this run, e.g. gateway_coalesce_in_flight=1",
+    )
+    parser.add_argument(
         "--targets",
         nargs="+",
         choices=TARGETS,
@@ -85,7 +92,7 @@ def main() -> int:
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "levels": {}}
     try:
         with LocalSystem(
-            bench_settings(folder),
+            bench_settings(folder, **dict(item.split("=", 1) for item in args.setting)),
             fast_ingress=args.ingress == "haproxy",
             applications=APPLICATIONS + CEILING_APPS,
         ) as system:

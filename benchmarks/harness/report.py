@@ -13,7 +13,7 @@ TARGETS = ("product", "product_direct", "feed_only", "post_only", "monolith", "h
 
 def print_report(report: dict[str, Any]) -> None:
     print(
-        f"\n{'users':>5} {'target':<10} {'req/s':>8} {'p50':>7} {'p95':>7} {'p99':>7} "
+        f"\n{'users':>5} {'target':<14} {'req/s':>8} {'p50':>7} {'p95':>7} {'p99':>7} "
         f"{'err%':>6} {'vs hop':>7} {'vs mono':>8}"
     )
     for level, runs in report["levels"].items():
@@ -22,7 +22,7 @@ def print_report(report: dict[str, Any]) -> None:
         for target in (target for target in TARGETS if target in runs):
             agg = aggregated(runs[target])
             print(
-                f"{level:>5} {target:<10} {agg.get('rps', 0):>8.0f} {agg.get('p50_ms', 0):>7.0f} "
+                f"{level:>5} {target:<14} {agg.get('rps', 0):>8.0f} {agg.get('p50_ms', 0):>7.0f} "
                 f"{agg.get('p95_ms', 0):>7.0f} {agg.get('p99_ms', 0):>7.0f} "
                 f"{100 * agg.get('error_rate', 0):>6.2f} "
                 f"{agg.get('rps', 0) / hop_rps:>7.2f} {agg.get('rps', 0) / mono_rps:>8.2f}"
