@@ -1,11 +1,13 @@
-"""Fewer hops under load: calls to one service that arrive while others to it are in flight go
-out together, as one call, when the next slot frees.
+"""Fewer round trips under load: calls to one target that arrive while others to it are in
+flight go out together, as one call, when the next slot frees.
 
-A DeploymentHandle call costs the gateway and the replica far more CPU than most of our own
-work. With at most `max_in_flight` calls out per service, a request that finds a free slot is
-sent at once (no added wait at low load); requests that arrive meanwhile queue and leave as one
-batch when a call returns, so under load the hop's cost is shared by many requests. Pure
-asyncio, independent of Ray (the gateway plugs a handle call in as `send`).
+With at most `max_in_flight` calls out per target, a call that finds a free slot is sent at
+once (no added wait at low load); calls that arrive meanwhile queue and leave as one batch when
+a call returns, so under load one round trip's cost is shared by many calls. Two places use it:
+the gateway, whose DeploymentHandle hop costs far more CPU than most of our own work (the target
+is a service method; serve_apps/gateway/app.py), and point reads of posts, where concurrent
+GetPosts become one `= ANY` query and one counters round trip (dmb.domain.posts). Pure asyncio,
+independent of Ray and of the stores (the user plugs its call in as `send`).
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ class Settings(BaseModel):
     grpc_port: int = Field(default=9000, ge=1, le=65_535)
     max_request_body_bytes: int = Field(default=1_048_576, ge=1_024)
     request_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
-    # Gateway -> service calls (serve_apps/gateway/coalescing.py): at most this many handle
+    # Gateway -> service calls (dmb/coalescing.py): at most this many handle
     # calls in flight per service method, requests arriving meanwhile leave together as one
     # call of up to `gateway_coalesce_max_batch`. 0 sends every request as its own handle call.
     gateway_coalesce_in_flight: int = Field(default=2, ge=0, le=1_000)

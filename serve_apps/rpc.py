@@ -30,7 +30,7 @@ the method runs (`TokenVerifier.confirm`). Anything else is a bug: logged with i
 and answered INTERNAL.
 
 The decorator also adds `Batch`, which the gateway uses under load: many calls of the service's
-RPCs in one handle call (serve_apps/gateway/coalescing.py), each run concurrently through its
+RPCs in one handle call (dmb/coalescing.py), each run concurrently through its
 method's boundary and answered with its reply or its domain error.
 
 Each call also carries its `origin` (dmb.tracing carrier: the request id and, tracing on, the

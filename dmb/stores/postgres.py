@@ -44,6 +44,7 @@ from dmb.stores.change_events import TRACE_MESSAGE_PREFIX
 log = logging.getLogger("dmb.postgres")
 
 AsyncConn = psycopg.AsyncConnection[TupleRow]
+ReadPool = AsyncConnectionPool[AsyncConn]
 _QUERY_TEXT_LIMIT = 1_000  # characters of SQL on a span (parameters are never recorded)
 _EMIT_TRACE = "SELECT pg_logical_emit_message(true, %s, %s)"
 _WRITE_VERB = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
@@ -174,7 +175,14 @@ class Database:
         `fresh` reads the primary: for rare reads that must see every commit (login right
         after registering, before the caller has an identity to track).
         """
-        pool = self.primary if fresh else await self._read_pool(for_user)
+        pool = self.primary if fresh else await self.read_pool(for_user)
+        async with self._connection(pool) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def reading_from(self, pool: ReadPool) -> AsyncIterator[AsyncConn]:
+        """A connection from `pool`, chosen by `read_pool` (reads batched across callers pick
+        the pool per caller first, then read together from each)."""
         async with self._connection(pool) as conn:
             yield conn
 
@@ -189,7 +197,8 @@ class Database:
         if row is not None:
             await read_your_writes.record(self._redis, user_id, row[0])
 
-    async def _read_pool(self, for_user: int | None) -> AsyncConnectionPool[AsyncConn]:
+    async def read_pool(self, for_user: int | None) -> ReadPool:
+        """Where `for_user`'s reads go: the replica unless it lags behind their last write."""
         if self.replica is None:
             return self.primary
         if for_user is None:

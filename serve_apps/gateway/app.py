@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dmb import tracing
+from dmb.coalescing import Coalescer
 from dmb.composition import process_components
 from dmb.domain.identity import Caller
 from dmb.errors import Unavailable
 from dmb.stores.read_your_writes import WritePosition
-from serve_apps.gateway.coalescing import Coalescer
 from serve_apps.gateway.core import GatewayCore
 from serve_apps.gateway.descriptors import DEFAULT_DESCRIPTOR_SET, MethodSpec, load_descriptor_set
 from serve_apps.rpc import Call, serve_request_id

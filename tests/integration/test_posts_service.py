@@ -14,9 +14,12 @@ import redis
 from ray import serve
 
 from dmb.domain.counters import Counters, counts_key
+from dmb.domain.posts import Posts
 from dmb.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from dmb.settings import Settings
+from dmb.stores import read_your_writes
 from dmb.stores.postgres import Database
+from dmb.stores.read_your_writes import WritePosition
 from dmb.stores.redis import create_redis
 from dmb.v1 import posts_pb2 as pb
 from dmb.v1 import posts_pb2_grpc
@@ -323,3 +326,57 @@ def test_a_rebuilt_count_includes_the_write_that_triggered_it_while_the_replica_
             conn.execute("SELECT pg_wal_replay_resume()")
     assert liked.like_count == 1
     assert cached.post.like_count == 1
+
+
+def test_concurrent_gets_share_one_query_and_each_gets_its_own_answer(
+    settings: Settings, database_url: str
+) -> None:
+    """What a coalesced Batch of GetPost does: many gets at once (each with its caller's write
+    position known, as the RPC boundary declares it), one `= ANY` read per pool (the first two
+    go alone, the rest wait for them and leave together), each caller its post or NotFound."""
+    (author,) = make_users(database_url, 1)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        ids = [
+            int(row[0])
+            for row in conn.execute(
+                "INSERT INTO posts (author_id, content) "
+                "SELECT %s, 'post ' || n FROM generate_series(1, 24) n RETURNING id",
+                (author,),
+            ).fetchall()
+        ]
+
+    async def get(posts: Posts, user_id: int, post_id: int) -> Any:
+        with read_your_writes.known(WritePosition(user_id, None)):
+            return await posts.get(as_caller(user_id), post_id)
+
+    async def scenario() -> tuple[list[Any], int]:
+        client = create_redis(settings)
+        db = Database(settings, client)
+        await db.open()
+        posts = Posts(db, Counters(db, client))
+        reads = 0
+        hydrate = posts.hydrate
+
+        async def counted(conn: Any, post_ids: Any, home_feed_of: int | None = None) -> Any:
+            nonlocal reads
+            reads += 1
+            return await hydrate(conn, post_ids, home_feed_of)
+
+        posts.hydrate = counted  # type: ignore[method-assign]  # a spy: the real read runs
+        try:
+            wanted = [*ids, 999_999_999_999, ids[0]]
+            got = await asyncio.gather(
+                *(get(posts, author + 1 + i, post_id) for i, post_id in enumerate(wanted)),
+                return_exceptions=True,
+            )
+        finally:
+            await db.close()
+            await client.aclose()
+        return got, reads
+
+    got, reads = asyncio.run(scenario())
+    assert [post.content for post in got[:24]] == [f"post {n}" for n in range(1, 25)]
+    assert [post.id for post in got[:24]] == ids
+    assert isinstance(got[24], NotFound)
+    assert got[25].id == ids[0]
+    assert reads == 3  # 26 gets, 2 in flight at most: two alone, then the other 24 at once

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from serve_apps.gateway.coalescing import Coalescer
+from dmb.coalescing import Coalescer
 
 
 class Service:
