@@ -75,11 +75,11 @@ class CdcRelay(LoopingActor):
     """`bootstrap` replaces the settings' broker address (tests: a broker that is not up yet)."""
 
     def __init__(
-        self, slot: str = cdc.SLOT, idle_sleep: float = 0.05, bootstrap: str | None = None
+        self, slot: str = cdc.SLOT, idle_wait: float = 0.5, bootstrap: str | None = None
     ) -> None:
         self._settings = process_components().settings
         self._slot = slot
-        self._idle_sleep = idle_sleep
+        self._idle_wait = idle_wait  # a read's longest wait for the stream: how soon stop is seen
         self._bootstrap = bootstrap or self._settings.kafka_bootstrap
         self._published = 0
         self._clock = cdc.LagClock(started_at=time.time())
@@ -145,10 +145,8 @@ class CdcRelay(LoopingActor):
                         marker_due = time.monotonic() + MARKER_CHECK_SECONDS
                         if not topic_exists(self._bootstrap, MARKER_TOPIC):
                             raise BrokerLostData(f"{MARKER_TOPIC} is gone from the broker")
-                    moved = self._relay_once(reader, producer)
+                    self._relay_once(reader, producer)
                     self._progressed()
-                    if not moved:
-                        time.sleep(self._idle_sleep)
             finally:
                 reader.close()
         finally:
@@ -156,7 +154,7 @@ class CdcRelay(LoopingActor):
 
     def _relay_once(self, reader: cdc.SlotReader, producer: Any) -> bool:
         started = time.time()
-        batch = reader.peek()
+        batch = reader.read(wait=self._idle_wait)
         for skipped in batch.skipped:
             log.info("skipped a %s message (%s): not captured", skipped.reason, skipped.detail)
             self._skipped.inc(1, tags={"reason": skipped.reason})

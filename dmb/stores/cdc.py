@@ -1,25 +1,37 @@
-"""Change data capture from Postgres' WAL: read the slot, decode wal2json format-version 2.
+"""Change data capture from Postgres' WAL: stream the slot, decode wal2json format-version 2.
 
-The relay reads a logical replication slot with SQL (`pg_logical_slot_peek_changes`), publishes
-each change, and only then moves the slot forward (`pg_replication_slot_advance`): at-least-once,
-whatever moment the relay dies at. The slot's plugin is wal2json with format-version 2: one JSON
-document per change, so no content (quotes, newlines, `new-tuple:`) can confuse the decoder
+The relay streams a logical replication slot over the replication protocol (START_REPLICATION,
+as Debezium does), publishes each change, and only then confirms it to Postgres (the stream's
+flush position): at-least-once, whatever moment the relay dies at, since a new stream starts
+after the last confirmed position. Streaming decodes each WAL record once, where polling with
+`pg_logical_slot_peek_changes` set up a decoding context and re-read the WAL from the slot's
+restart point on every call, and `pg_replication_slot_advance` decoded it again (on the
+2-core machine the relay's Postgres backend was the busiest process after the service replicas:
+docs/PERFORMANCE.md). The slot's plugin is wal2json with format-version 2: one JSON document per
+change, so no content (quotes, newlines, `new-tuple:`) can confuse the decoder
 (`dmb.stores.wal2json`); it is packaged for Debian/Ubuntu and available on RDS. What the relay
 does not capture (other tables, TRUNCATE, logical messages) is returned as `Skipped` for the
-relay to log and count, and the slot moves past it. The one logical message it reads is a traced
-write's `dmb.trace` (dmb.stores.postgres): its carrier rides on each change of its transaction.
-`SlotReader` is the relay's one connection; the envelopes it publishes are defined in
-`dmb.stores.change_events`.
+relay to log and count, and the stream confirms past it. The one logical message it reads is a
+traced write's `dmb.trace` (dmb.stores.postgres): its carrier rides on each change of its
+transaction. `SlotReader` holds the relay's connections; the envelopes it publishes are defined
+in `dmb.stores.change_events`. psycopg 3 has no replication protocol yet; psycopg2's
+`LogicalReplicationConnection` is the well-kept client that has it.
 """
 
 from __future__ import annotations
 
 import logging
+import select
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import psycopg
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+import psycopg2.extras
 
 from dmb.stores.change_events import TRACE_MESSAGE_PREFIX, Change
 from dmb.stores.wal2json import OPTIONS, PLUGIN, Decoder, Skipped, Transaction
@@ -33,7 +45,7 @@ _OPTION_ARGS = [item for pair in OPTIONS.items() for item in pair]
 @dataclass
 class Batch:
     """Whole transactions read from the slot: the changes to publish, what was skipped, and
-    where to advance to once the changes are delivered."""
+    where to confirm up to once the changes are delivered."""
 
     changes: list[Change] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
@@ -41,30 +53,48 @@ class Batch:
     first_commit_ms: int = 0
     last_commit_ms: int = 0
 
-
-def decode(rows: Iterable[Sequence[Any]], decoder: Decoder | None = None) -> Batch:
-    """Rows of (lsn, data) from pg_logical_slot_peek_changes -> a Batch.
-
-    The slot can advance to a commit, or to a message outside any transaction (a
-    non-transactional logical message), never into the middle of a transaction."""
-    decoder = decoder or Decoder(message_prefixes=(TRACE_MESSAGE_PREFIX,))
-    batch = Batch()
-    for lsn, data in rows:
-        result = decoder.feed(str(lsn), data)
+    def take(self, decoder: Decoder, lsn: str, data: str | bytes) -> None:
+        """One message of the slot, through `decoder` (which holds an open transaction's
+        changes between calls). The confirmed position can move to a commit, or to a message
+        outside any transaction (a non-transactional logical message), never into the middle
+        of a transaction."""
+        result = decoder.feed(lsn, data)
         if isinstance(result, Transaction):
-            batch.changes += result.changes
-            batch.last_lsn = result.lsn
-            batch.first_commit_ms = batch.first_commit_ms or result.commit_ms
-            batch.last_commit_ms = result.commit_ms or batch.last_commit_ms
+            self.changes += result.changes
+            self.last_lsn = result.lsn
+            self.first_commit_ms = self.first_commit_ms or result.commit_ms
+            self.last_commit_ms = result.commit_ms or self.last_commit_ms
         elif isinstance(result, Skipped):
-            batch.skipped.append(result)
+            self.skipped.append(result)
         if (
             result is not None
             and not isinstance(result, Transaction)
             and not decoder.in_transaction
         ):
-            batch.last_lsn = str(lsn)
+            self.last_lsn = lsn
+
+
+def new_decoder() -> Decoder:
+    return Decoder(message_prefixes=(TRACE_MESSAGE_PREFIX,))
+
+
+def decode(rows: Iterable[Sequence[Any]], decoder: Decoder | None = None) -> Batch:
+    """Rows of (lsn, data), as the slot's messages come -> a Batch."""
+    decoder = decoder or new_decoder()
+    batch = Batch()
+    for lsn, data in rows:
+        batch.take(decoder, str(lsn), data)
     return batch
+
+
+def lsn_text(lsn: int) -> str:
+    """Postgres' text form of a WAL position (`16/B374D848`), as pg_lsn prints it."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def lsn_number(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) | int(low, 16)
 
 
 class SlotInvalidated(RuntimeError):
@@ -123,37 +153,100 @@ _RELAY_CONNECT_OPTIONS: dict[str, Any] = {
     "tcp_user_timeout": 15_000,
     "options": "-c statement_timeout=60000",
 }
+# The stream's connection: the same keepalives; no statement timeout, which would end it.
+_STREAM_CONNECT_OPTIONS = {k: v for k, v in _RELAY_CONNECT_OPTIONS.items() if k != "options"}
+
+
+# How often an idle stream tells Postgres it is alive (wal_sender_timeout is 60 s by default).
+_FEEDBACK_SECONDS = 10
 
 
 class SlotReader:
-    """One autocommit connection to the primary that reads the slot and moves it forward."""
+    """The relay's two connections to the primary: SQL for the slot's upkeep (`ensure_slot`),
+    and the replication stream, started at the first `read` from the slot's confirmed
+    position."""
 
     def __init__(self, database_url: str, slot: str = SLOT) -> None:
         self.slot = slot
+        self._url = database_url
         self._conn = psycopg.connect(database_url, autocommit=True, **_RELAY_CONNECT_OPTIONS)
+        self._stream: psycopg2.extensions.connection | None = None
+        self._cursor: psycopg2.extras.ReplicationCursor | None = None
+        self._decoder = new_decoder()
 
     def ensure_slot(self) -> bool:
         return ensure_slot(self._conn, self.slot)
 
-    def peek(self, limit: int = 2000) -> Batch:
-        """The next whole transactions after the slot's position (nothing is consumed)."""
-        try:
-            rows = self._conn.execute(
-                "SELECT lsn::text, data "
-                "FROM pg_logical_slot_peek_changes(%s, NULL, %s, VARIADIC %s)",
-                (self.slot, limit, _OPTION_ARGS),
-            ).fetchall()
-        except psycopg.errors.ObjectNotInPrerequisiteState as exc:
-            # "can no longer get changes from replication slot": ensure_slot recreates it
-            raise SlotInvalidated(f"replication slot {self.slot}: {exc}") from exc
-        return decode(rows)
+    def read(self, wait: float = 0.0, limit: int = 2000) -> Batch:
+        """The next whole transactions the stream sends (up to about `limit` messages), waiting
+        up to `wait` seconds for the first. Nothing is confirmed until `advance`."""
+        cursor = self._started()
+        batch = Batch()
+        deadline = time.monotonic() + wait
+        for _ in range(limit):
+            message = cursor.read_message()
+            while message is None:
+                if batch.last_lsn is not None or batch.skipped:
+                    return batch  # whole transactions in hand and nothing more queued
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._keep_alive(cursor)
+                    return batch
+                select.select([cursor], [], [], min(left, _FEEDBACK_SECONDS))
+                message = cursor.read_message()
+            batch.take(self._decoder, lsn_text(message.data_start), message.payload)
+        return batch
 
     def advance(self, lsn: str) -> None:
-        """Forget everything up to `lsn`: call only once every change up to it is delivered."""
-        self._conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, lsn))
+        """Confirm everything up to `lsn`: call only once every change up to it is delivered.
+        Postgres may then recycle that WAL, and a new stream starts after it."""
+        position = lsn_number(lsn)
+        cursor = self._started()
+        cursor.send_feedback(  # type: ignore[no-untyped-call]  # the stubs leave it untyped
+            write_lsn=position, flush_lsn=position, apply_lsn=position, force=True
+        )
 
     def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
         self._conn.close()
+
+    def _started(self) -> psycopg2.extras.ReplicationCursor:
+        if self._cursor is not None:
+            return self._cursor
+        try:
+            stream = psycopg2.connect(
+                self._url,
+                connection_factory=psycopg2.extras.LogicalReplicationConnection,
+                **_STREAM_CONNECT_OPTIONS,
+            )
+        except psycopg2.OperationalError as exc:
+            raise StreamUnavailable(f"replication stream: {type(exc).__name__}") from None
+        cursor = cast(psycopg2.extras.ReplicationCursor, stream.cursor())
+        try:
+            cursor.start_replication(
+                slot_name=self.slot, decode=True, options=OPTIONS, status_interval=_FEEDBACK_SECONDS
+            )
+        except psycopg2.errors.ObjectNotInPrerequisiteState as exc:
+            stream.close()
+            # "can no longer get changes from replication slot": ensure_slot recreates it
+            raise SlotInvalidated(f"replication slot {self.slot}: {exc}") from exc
+        except BaseException:
+            stream.close()
+            raise
+        self._stream, self._cursor = stream, cursor
+        return cursor
+
+    @staticmethod
+    def _keep_alive(cursor: psycopg2.extras.ReplicationCursor) -> None:
+        idle = time.time() - cursor.feedback_timestamp.timestamp()
+        if idle >= _FEEDBACK_SECONDS:
+            cursor.send_feedback()  # type: ignore[no-untyped-call]
+
+
+class StreamUnavailable(RuntimeError):
+    """The replication connection could not be opened (the relay's run ends and retries).
+    Only the error's class is kept: libpq's text names the server and the user."""
 
 
 def create_slot(database_url: str, slot: str = SLOT) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from dmb.stores.cdc import decode
+from dmb.stores.cdc import decode, lsn_number, lsn_text
 from dmb.stores.wal2json import Decoder, LogicalMessage, Skipped, Transaction
 
 
@@ -88,3 +88,10 @@ def test_a_batch_advances_to_commits_and_to_messages_outside_transactions_only()
     assert [s.reason for s in batch.skipped] == ["table", "message", "truncate"]
     assert batch.last_lsn == "0/20"  # not into transaction 6, still open
     assert batch.last_commit_ms == 1796220000500
+
+
+def test_a_stream_position_prints_as_postgres_prints_a_pg_lsn_and_back() -> None:
+    assert lsn_text(0x16_B374D848) == "16/B374D848"
+    assert lsn_text(0x10) == "0/10"
+    for text in ("0/0", "0/10", "16/B374D848", "FFFFFFFF/FFFFFFFF"):
+        assert lsn_text(lsn_number(text)) == text
