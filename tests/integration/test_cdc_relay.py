@@ -20,7 +20,7 @@ from dmb.settings import Settings
 from dmb.stores.kafka import create_consumer, decode
 from dmb.v1 import posts_pb2
 from entrypoints.launcher import LocalSystem
-from tests.integration.helpers import as_caller, make_users
+from tests.integration.helpers import as_caller, eventually, make_users
 
 
 class PostsTopic:
@@ -136,3 +136,21 @@ def test_arbitrary_unicode_content_arrives_intact(
     ).result()  # comments are not captured: a skipped change, not a stall
     event = topic.wait_for(post, "c")
     assert event["after"]["content"] == _stored(database_url, post)
+
+
+def test_the_relay_streams_the_slot_instead_of_polling_it(
+    serve_system: LocalSystem, database_url: str
+) -> None:
+    """The slot is held by a walsender (a replication-protocol stream). Polling with SQL held
+    it only during each call, from an ordinary backend, and decoded the WAL again each time."""
+
+    def streamed_by_a_walsender() -> bool:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_replication_slots s "
+                "JOIN pg_stat_replication r ON r.pid = s.active_pid "
+                "WHERE s.slot_name = 'dmb_cdc'"
+            ).fetchone()
+        return row is not None and row[0] == 1
+
+    eventually(streamed_by_a_walsender, "a walsender streaming the slot dmb_cdc")
