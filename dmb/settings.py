@@ -111,7 +111,7 @@ class Settings(BaseModel):
     # Gateway -> service calls (dmb/coalescing.py): at most this many handle
     # calls in flight per service method, requests arriving meanwhile leave together as one
     # call of up to `gateway_coalesce_max_batch`. 0 sends every request as its own handle call.
-    gateway_coalesce_in_flight: int = Field(default=2, ge=0, le=1_000)
+    gateway_coalesce_in_flight: int = Field(default=4, ge=0, le=1_000)
     gateway_coalesce_max_batch: int = Field(default=64, ge=1, le=1_000)
     # How many proxies in front of the gateway append to X-Forwarded-For (0: use the peer).
     trusted_proxy_hops: int = Field(default=0, ge=0, le=10)

@@ -45,7 +45,7 @@ class HandleDispatcher:
     `Batch`), grouped per method: a batch of fast reads never waits behind a slow login. With
     0 every request is its own call of its method (the A/B baseline of docs/PERFORMANCE.md)."""
 
-    def __init__(self, max_in_flight: int = 2, max_batch: int = 64) -> None:
+    def __init__(self, max_in_flight: int = 4, max_batch: int = 64) -> None:
         self._handles: dict[tuple[str, str], DeploymentHandle[Any]] = {}
         self.coalescer: Coalescer[tuple[str, str, str], Call, Message] | None = None
         self.configure(max_in_flight, max_batch)
