@@ -209,6 +209,8 @@ def test_one_post_is_one_trace_from_the_http_request_to_the_fanout_write(system:
         ]
         if not writes or not any(s.parent_id == writes[0].span_id for s in spans):
             return None  # the worker's Redis span is exported with it, or just after
+        if not any(s.span_id == writes[0].parent_id for s in spans):
+            return None  # the consumer's span ends, and is exported, after the worker's
         trace = writes[0].trace_id
         return [s for s in spans if s.trace_id == trace]
 
