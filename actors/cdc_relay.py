@@ -152,7 +152,7 @@ class CdcRelay(LoopingActor):
         finally:
             producer.close(timeout=5)
 
-    def _relay_once(self, reader: cdc.SlotReader, producer: Any) -> bool:
+    def _relay_once(self, reader: cdc.SlotReader, producer: Any) -> None:
         started = time.time()
         batch = reader.read(wait=self._idle_wait)
         for skipped in batch.skipped:
@@ -160,7 +160,7 @@ class CdcRelay(LoopingActor):
             self._skipped.inc(1, tags={"reason": skipped.reason})
         if batch.last_lsn is None:
             self._clock.caught_up(started)
-            return False
+            return
         self._clock.pending(batch.first_commit_ms / 1000)
         spans = [self._publish_span(change, started) for change in batch.changes]
         try:
@@ -185,7 +185,6 @@ class CdcRelay(LoopingActor):
             self._events.inc(len(futures))
         self._clock.relayed(batch.last_commit_ms / 1000)
         self._lag.set(self._clock.seconds(time.time()))
-        return True
 
     @staticmethod
     def _publish_span(change: Change, read_at: float) -> tracing.Span:

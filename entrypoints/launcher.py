@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 # Serve's background work, sized for a laptop or this 2-core machine, where every process of
 # the system shares the cores with the stores: the controller's loop runs every 0.5 s instead of
 # 0.1 s, and replicas and handles hand their cached metrics to Ray every second instead of ten
-# times a second. Measured idle with nothing else running (docs/PERFORMANCE.md, "What runs
-# beside the request path"): the controller's CPU fell from 4.7% to 1.6% of a core. The
+# times a second. Measured idle with nothing else running (docs/PERFORMANCE.md, "The levers,
+# measured one by one"): the controller's CPU fell from 4.7% to 1.6% of a core. The
 # KubeRay manifests keep Ray's defaults: there the controller has a core of the head node.
 LOCAL_SERVE_TUNING = {
     "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",

@@ -38,8 +38,6 @@ from dmb.stores.wal2json import OPTIONS, PLUGIN, Decoder, Skipped, Transaction
 
 SLOT = "dmb_cdc"
 log = logging.getLogger("dmb.cdc")
-# "name, value, name, value" for the SQL functions' variadic options argument
-_OPTION_ARGS = [item for pair in OPTIONS.items() for item in pair]
 
 
 @dataclass
