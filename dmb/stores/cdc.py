@@ -184,8 +184,11 @@ class SlotReader:
         for _ in range(limit):
             message = cursor.read_message()
             while message is None:
-                if batch.last_lsn is not None or batch.skipped:
-                    return batch  # whole transactions in hand and nothing more queued
+                if batch.last_lsn is not None:
+                    # Whole transactions in hand and nothing more queued. Skipped messages
+                    # alone are no reason to return: inside a transaction they come before
+                    # its commit, which the socket may not have handed over yet.
+                    return batch
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self._keep_alive(cursor)
