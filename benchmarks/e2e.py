@@ -10,7 +10,8 @@ In one run, on one local system (stores + Ray + every Serve app + the ceiling ap
    core and domain code in one ASGI process, no Ray) on the same stores;
 4. measures post-to-follower-feed freshness while the product is under load;
 5. compares one handle hop (HTTP -> gateway -> PostService) with a direct gRPC call to the
-   PostService through Serve's gRPC ingress, at equal concurrency.
+   PostService through Serve's gRPC ingress, at equal concurrency;
+6. counts the slow garbage collections our processes reported over the run (dmb.gc_pauses).
 Prints one table, writes JSON and a PNG of latency against load.
 
     .venv/bin/python benchmarks/e2e.py --levels 8 32 --seconds 20 --out benchmarks/results
@@ -40,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import wrk  # noqa: E402
+from benchmarks.harness.gc_report import ray_worker_logs, slow_collections_in  # noqa: E402
 from benchmarks.harness.locust import Rows, run_locust  # noqa: E402
 from benchmarks.harness.plot import plot  # noqa: E402
 from benchmarks.harness.probes import FreshnessProbe, hop_vs_grpc  # noqa: E402
@@ -125,9 +127,11 @@ def measure(system: LocalSystem, folder: Path, args: argparse.Namespace) -> dict
         "LOAD_SESSIONS": str(sessions),
     }
     monolith_port = free_port()
+    monolith_log = folder / "monolith.log"
     monolith = subprocess.Popen(
         [sys.executable, str(ROOT / "benchmarks" / "monolith.py"), "--port", str(monolith_port)],
         env={**os.environ, **settings.as_environ()},
+        stderr=monolith_log.open("w"),
     )
     try:
         monolith_base = f"http://127.0.0.1:{monolith_port}"
@@ -143,6 +147,10 @@ def measure(system: LocalSystem, folder: Path, args: argparse.Namespace) -> dict
         monolith.terminate()
         monolith.wait(timeout=30)
     found["hop_vs_grpc"] = hop_vs_grpc(base, system.addresses()["grpc"], max(args.levels))
+    found["gc"] = {
+        "product": slow_collections_in(ray_worker_logs()),
+        "monolith": slow_collections_in([monolith_log]),
+    }
     return found
 
 

@@ -29,7 +29,7 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
-from dmb.composition import Components  # noqa: E402
+from dmb.composition import Components, tame_garbage_collection  # noqa: E402
 from dmb.domain.identity import Caller  # noqa: E402
 from dmb.settings import load_settings  # noqa: E402
 from dmb.stores.read_your_writes import WritePosition  # noqa: E402
@@ -80,6 +80,7 @@ def build_app() -> Starlette:
         raise RuntimeError(f"the monolith serves {sorted(SERVICE_CLASSES)}, not {sorted(SERVICES)}")
     services = {name: cls(components) for name, cls in SERVICE_CLASSES.items()}
     core = GatewayCore.assemble(components, LocalDispatcher(services))
+    tame_garbage_collection(settings)  # as every Ray worker does: the same rules for both
 
     async def endpoint(request: Request) -> Response:
         return await core.handle(request)

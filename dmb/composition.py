@@ -15,7 +15,7 @@ import logging
 import sys
 from functools import cached_property
 
-from dmb import tracing
+from dmb import gc_pauses, tracing
 from dmb.domain.account_deletion import AccountDeletion
 from dmb.domain.admission import Admission
 from dmb.domain.counters import Counters
@@ -208,4 +208,17 @@ def process_components() -> Components:
     settings = load_settings()
     tracing.configure(settings)
     configure_logging(settings)
-    return Components(settings)
+    components = Components(settings)
+    tame_garbage_collection(settings)
+    return components
+
+
+def tame_garbage_collection(settings: Settings) -> None:
+    """Freeze what the process built so far (Ray, our modules) out of full collections, then
+    time the collections that are left (dmb.gc_pauses). Once per process, at the end of its
+    set-up: the freeze's own collection is a start-up cost, not a request's."""
+    if settings.gc_freeze:
+        frozen = gc_pauses.freeze_startup_heap()
+        logging.getLogger("dmb.gc").info("gc: froze %d start-up objects", frozen)
+    if settings.gc_slow_pause_ms:
+        gc_pauses.PauseWatch(slow_seconds=settings.gc_slow_pause_ms / 1000).install()

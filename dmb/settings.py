@@ -47,6 +47,11 @@ class Settings(BaseModel):
     environment: Literal["development", "production"] = "development"
     data_dir: Path = Path(".dmb")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Freeze each Ray worker's start-up heap out of the garbage collector's full collections
+    # (dmb.gc_pauses): without it a full collection pauses a replica for tens of milliseconds.
+    gc_freeze: bool = True
+    # A collection at least this long is reported in the process's log (0 reports none).
+    gc_slow_pause_ms: int = Field(default=20, ge=0, le=10_000)
 
     # Stores. None = embedded local store started by `dmb up` (development only).
     database_url: SecretStr | None = None

@@ -48,6 +48,11 @@ def print_report(report: dict[str, Any]) -> None:
             f"(p50 {http['p50_ms']:.1f} ms); gRPC ingress direct {direct['rps']:.0f} req/s "
             f"(p50 {direct['p50_ms']:.1f} ms)"
         )
+    for side, gc in report.get("gc", {}).items():
+        print(
+            f"slow GC collections over the whole run, {side}: {gc['slow_collections']} "
+            f"(longest {gc['longest_ms']} ms; by generation {gc['by_generation']})"
+        )
     print(errors_line(report))
 
 
