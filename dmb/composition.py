@@ -221,4 +221,6 @@ def tame_garbage_collection(settings: Settings) -> None:
         frozen = gc_pauses.freeze_startup_heap()
         logging.getLogger("dmb.gc").info("gc: froze %d start-up objects", frozen)
     if settings.gc_slow_pause_ms:
-        gc_pauses.PauseWatch(slow_seconds=settings.gc_slow_pause_ms / 1000).install()
+        gc_pauses.PauseWatch(
+            slow_seconds=settings.gc_slow_pause_ms / 1000, refreeze=settings.gc_freeze
+        ).install()

@@ -10,10 +10,18 @@ permanent generation (`gc.freeze()`, which collections skip), so a later full co
 only what requests and caches made since. Cycles among frozen objects are never freed, which is
 fine for start-up state that lives as long as the process.
 
+Some start-up happens after the freeze, on first use (a service's first requests build its
+protovalidate rules, pools and caches), and shows as a slow full collection later. So
+`PauseWatch`, told to `refreeze`, freezes again right after a slow full collection: what
+survived one is long-lived, and the next full collection walks only what came since. (An
+object frozen that later becomes garbage is still freed by reference counting; only one caught
+in a reference cycle stays.)
+
 `PauseWatch` times each collection through `gc.callbacks`. The callback only records: it runs
 in whichever thread's allocation triggered the collection, possibly inside a lock of Ray's or of
-the logging module. A daemon thread reports what was slow (`slow_seconds` or more) as one log
-line per `report_every` seconds at most, so a pause can be told from the request it delayed.
+the logging module. A daemon thread does the rest once a second: the freeze, and a report of
+what was slow (`slow_seconds` or more) as one log line per `report_every` seconds at most, so a
+pause can be told from the request it delayed.
 """
 
 from __future__ import annotations
@@ -44,14 +52,20 @@ def freeze_startup_heap() -> int:
 class PauseWatch:
     """Times every collection of this process; keeps the slow ones for the reporter."""
 
-    def __init__(self, slow_seconds: float = 0.02, report_every: float = 10.0) -> None:
+    def __init__(
+        self, slow_seconds: float = 0.02, report_every: float = 10.0, refreeze: bool = False
+    ) -> None:
         self.slow_seconds = slow_seconds
         self.report_every = report_every
+        self.refreeze = refreeze
+        self.refreezes = 0
+        self._slow_full_collection = False
         self.collections = [0, 0, 0]  # per generation, since install
         self.longest = [0.0, 0.0, 0.0]
         self._slow: deque[Pause] = deque(maxlen=1_000)
         self._started_at = 0.0
         self._reporter: threading.Thread | None = None
+        self._stopped = threading.Event()
 
     def install(self) -> None:
         """Start timing (once), and the reporter thread."""
@@ -64,6 +78,7 @@ class PauseWatch:
         self._reporter.start()
 
     def uninstall(self) -> None:
+        self._stopped.set()
         if self._callback in gc.callbacks:
             gc.callbacks.remove(self._callback)
 
@@ -84,11 +99,29 @@ class PauseWatch:
         self.longest[generation] = max(self.longest[generation], seconds)
         if seconds >= self.slow_seconds:
             self._slow.append(Pause(generation, seconds))
+            if generation == 2:
+                self._slow_full_collection = True
 
     def _report_forever(self) -> None:
-        while True:
-            time.sleep(self.report_every)
-            self.report()
+        last_report = time.monotonic()
+        while not self._stopped.wait(1.0):
+            self.freeze_survivors()
+            if time.monotonic() - last_report >= self.report_every:
+                last_report = time.monotonic()
+                self.report()
+
+    def freeze_survivors(self) -> bool:
+        """After a slow full collection (and with `refreeze`), freeze what is tracked now."""
+        if not (self.refreeze and self._slow_full_collection):
+            return False
+        self._slow_full_collection = False
+        gc.freeze()
+        self.refreezes += 1
+        log.info(
+            "gc: froze the survivors of a slow full collection (%d frozen in all)",
+            gc.get_freeze_count(),
+        )
+        return True
 
     def report(self) -> None:
         slow = self.slow_pauses()

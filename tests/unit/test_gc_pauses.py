@@ -94,3 +94,24 @@ def test_the_benchmark_reads_what_the_watch_reports(caplog: pytest.LogCaptureFix
     found = slow_collections(["noise", *(r.getMessage() for r in caplog.records)])
     assert found["slow_collections"] >= 2
     assert found["by_generation"][2] >= 1
+
+
+def test_what_survives_a_slow_full_collection_is_frozen_next() -> None:
+    watch = gc_pauses.PauseWatch(slow_seconds=0.0, report_every=3_600, refreeze=True)
+    watch.install()
+    assert not watch.freeze_survivors()  # no slow full collection yet
+    heap = _startup_heap()  # built after the start-up freeze, as a first request's caches are
+    gc.collect()  # "slow" (the threshold is 0): its survivors are long-lived
+    assert watch.freeze_survivors()
+    assert not any(o is heap for o in gc.get_objects())
+    assert not watch.freeze_survivors()  # once per slow full collection
+    watch.uninstall()
+
+
+def test_without_refreeze_a_slow_full_collection_is_only_reported() -> None:
+    watch = gc_pauses.PauseWatch(slow_seconds=0.0, report_every=3_600, refreeze=False)
+    watch.install()
+    gc.collect()
+    assert not watch.freeze_survivors()
+    assert gc.get_freeze_count() == 0
+    watch.uninstall()
