@@ -135,7 +135,11 @@ def measure(system: LocalSystem, folder: Path, args: argparse.Namespace) -> dict
     )
     try:
         monolith_base = f"http://127.0.0.1:{monolith_port}"
-        wait_ok(f"{monolith_base}/healthz")
+        try:
+            wait_ok(f"{monolith_base}/healthz")
+        except RuntimeError:  # its log is in the scratch folder, which goes at the end
+            print(monolith_log.read_text()[-4000:], file=sys.stderr)
+            raise
         for level in args.levels:
             probe = FreshnessProbe(base) if level == max(args.levels) else None
             found["levels"][level] = run_level(
