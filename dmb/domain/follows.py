@@ -36,13 +36,17 @@ class CelebrityRule:
         """A SQL condition on a follower-count expression (NULL: no stats row, no followers)."""
         return f"coalesce({follower_count}, 0) >= {int(self.threshold)}"
 
-    async def followed_by(self, conn: AsyncConn, user_id: int) -> list[int]:
-        """The celebrities `user_id` follows (their posts are merged in at read time)."""
-        cursor = await conn.execute(
+    def followed_by_query(self, follower: str) -> str:
+        """The celebrities `follower` (a SQL expression) follows, as a query: their posts are
+        merged into the follower's home feed at read time."""
+        return (
             "SELECT f.followee_id FROM follows f JOIN user_stats s ON s.user_id = f.followee_id "
-            f"WHERE f.follower_id = %s AND {self.holds('s.follower_count')}",
-            (user_id,),
+            f"WHERE f.follower_id = {follower} AND {self.holds('s.follower_count')}"
         )
+
+    async def followed_by(self, conn: AsyncConn, user_id: int) -> list[int]:
+        """The celebrities `user_id` follows."""
+        cursor = await conn.execute(self.followed_by_query("%s"), (user_id,))
         return [int(row[0]) for row in await cursor.fetchall()]
 
     async def is_celebrity(self, conn: AsyncConn, user_id: int) -> bool:

@@ -22,7 +22,6 @@ from dmb.domain.paging import Page, next_cursor
 from dmb.domain.relationships import (
     BLOCKED,
     HIDDEN_BY_BLOCKS,
-    HIDDEN_FROM_FEED,
     refuse_if_blocked,
 )
 from dmb.domain.timestamps import to_timestamp
@@ -135,23 +134,18 @@ class Posts:
         async with self._db.reading(for_user=reader.user_id if reader else None) as conn:
             return await self.hydrate(conn, post_ids)
 
-    async def hydrate(
-        self, conn: AsyncConn, post_ids: Sequence[int], home_feed_of: int | None = None
-    ) -> list[resources_pb2.Post]:
+    async def hydrate(self, conn: AsyncConn, post_ids: Sequence[int]) -> list[resources_pb2.Post]:
         """get_many on a connection the caller holds: the rows query and the counters read run
-        concurrently (counts of posts the query does not return are simply not used).
-        `home_feed_of`: leave out the posts that user's home feed hides (blocks either way,
-        mutes), in the same query."""
+        concurrently (counts of posts the query does not return are simply not used)."""
         ids = list(post_ids)
         if not ids:
             return []
-        hidden = "" if home_feed_of is None else f" AND p.author_id NOT IN {HIDDEN_FROM_FEED}"
 
         async def rows_by_id() -> dict[int, Any]:
             cursor = await conn.execute(
                 f"SELECT {_POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.author_id "
-                f"WHERE p.id = ANY(%(ids)s){hidden}",
-                {"ids": ids, "reader": home_feed_of},
+                "WHERE p.id = ANY(%s)",
+                (ids,),
             )
             return {int(row[0]): row for row in await cursor.fetchall()}
 

@@ -27,12 +27,19 @@ HIDDEN_BY_BLOCKS = (
     "(SELECT blocked_id FROM blocks WHERE blocker_id = %(reader)s "
     "UNION ALL SELECT blocker_id FROM blocks WHERE blocked_id = %(reader)s)"
 )
-# ... and the accounts %(reader)s muted: what the reader's home feed leaves out.
-HIDDEN_FROM_FEED = (
-    "(SELECT blocked_id FROM blocks WHERE blocker_id = %(reader)s "
-    "UNION ALL SELECT blocker_id FROM blocks WHERE blocked_id = %(reader)s "
-    "UNION ALL SELECT muted_id FROM mutes WHERE muter_id = %(reader)s)"
-)
+
+
+def hidden_from_feed(reader: str) -> str:
+    """The accounts in a block with `reader` (a SQL expression), either way, and the accounts
+    `reader` muted: what the reader's home feed leaves out, as a subquery."""
+    return (
+        f"(SELECT blocked_id FROM blocks WHERE blocker_id = {reader} "
+        f"UNION ALL SELECT blocker_id FROM blocks WHERE blocked_id = {reader} "
+        f"UNION ALL SELECT muted_id FROM mutes WHERE muter_id = {reader})"
+    )
+
+
+HIDDEN_FROM_FEED = hidden_from_feed("%(reader)s")  # for `NOT IN`, with the reader a parameter
 BLOCKED = "this account has blocked you, or you have blocked it"
 
 

@@ -357,10 +357,10 @@ def test_concurrent_gets_share_one_query_and_each_gets_its_own_answer(
         reads = 0
         hydrate = posts.hydrate
 
-        async def counted(conn: Any, post_ids: Any, home_feed_of: int | None = None) -> Any:
+        async def counted(conn: Any, post_ids: Any) -> Any:
             nonlocal reads
             reads += 1
-            return await hydrate(conn, post_ids, home_feed_of)
+            return await hydrate(conn, post_ids)
 
         posts.hydrate = counted  # type: ignore[method-assign]  # a spy: the real read runs
         try:
