@@ -21,7 +21,11 @@ in a reference cycle stays.)
 in whichever thread's allocation triggered the collection, possibly inside a lock of Ray's or of
 the logging module. A daemon thread does the rest once a second: the freeze, and a report of
 what was slow (`slow_seconds` or more) as one log line per `report_every` seconds at most, so a
-pause can be told from the request it delayed.
+pause can be told from the request it delayed. Each pause is timed twice: wall-clock, which is
+what the requests behind it waited, and the collecting thread's CPU time, which is the
+collector's own work. On a machine with more runnable threads than cores the two differ by the
+time the process waited for a core mid-collection: a slow pause with little CPU in it is
+contention, not the heap.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ log = logging.getLogger("dmb.gc")
 @dataclass(frozen=True)
 class Pause:
     generation: int
-    seconds: float
+    seconds: float  # wall-clock: what a request waiting behind the collection saw
+    cpu_seconds: float  # of it, the collecting thread's own CPU time: the collector's work
 
 
 def freeze_startup_heap() -> int:
@@ -64,6 +69,7 @@ class PauseWatch:
         self.longest = [0.0, 0.0, 0.0]
         self._slow: deque[Pause] = deque(maxlen=1_000)
         self._started_at = 0.0
+        self._started_cpu = 0.0
         self._reporter: threading.Thread | None = None
         self._stopped = threading.Event()
 
@@ -92,13 +98,15 @@ class PauseWatch:
     def _callback(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._started_at = time.perf_counter()
+            self._started_cpu = time.thread_time()
             return
         seconds = time.perf_counter() - self._started_at
+        cpu_seconds = time.thread_time() - self._started_cpu
         generation = int(info.get("generation", 0))
         self.collections[generation] += 1
         self.longest[generation] = max(self.longest[generation], seconds)
         if seconds >= self.slow_seconds:
-            self._slow.append(Pause(generation, seconds))
+            self._slow.append(Pause(generation, seconds, cpu_seconds))
             if generation == 2:
                 self._slow_full_collection = True
 
@@ -128,13 +136,17 @@ class PauseWatch:
         if not slow:
             return
         longest = max(slow, key=lambda pause: pause.seconds)
+        by_generation = [sum(p.generation == g for p in slow) for g in range(3)]
         log.warning(
-            "gc: %d collections of %.0f ms or more since the last report, the longest %.0f ms "
-            "(generation %d); %d objects tracked, %d frozen",
+            "gc: %d collections of %.0f ms or more since the last report (generations 0/1/2: "
+            "%d/%d/%d), the longest %.0f ms (generation %d, %.0f ms of it on the CPU, "
+            "the rest waiting for a core); %d objects tracked, %d frozen",
             len(slow),
             self.slow_seconds * 1000,
+            *by_generation,
             longest.seconds * 1000,
             longest.generation,
+            longest.cpu_seconds * 1000,
             len(gc.get_objects()),
             gc.get_freeze_count(),
         )

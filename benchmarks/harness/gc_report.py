@@ -13,22 +13,31 @@ from pathlib import Path
 from typing import Any
 
 _LINE = re.compile(
-    r"gc: (?P<count>\d+) collections of (?P<slow>\d+) ms or more since the last report, "
-    r"the longest (?P<longest>\d+) ms \(generation (?P<generation>\d)\)"
+    r"gc: (?P<count>\d+) collections of (?P<slow>\d+) ms or more since the last report "
+    r"\(generations 0/1/2: (?P<g0>\d+)/(?P<g1>\d+)/(?P<g2>\d+)\), "
+    r"the longest (?P<longest>\d+) ms \(generation \d, (?P<cpu>\d+) ms of it on the CPU"
 )
 
 
 def slow_collections(lines: Iterable[str]) -> dict[str, Any]:
-    """{"slow_collections": n, "longest_ms": x, "by_generation": {g: n}} over the lines."""
-    total, longest, by_generation = 0, 0, {0: 0, 1: 0, 2: 0}
+    """{"slow_collections": n, "longest_ms": x, "longest_cpu_ms": y (the CPU time of that
+    longest one), "by_generation": {g: n}} over the lines."""
+    total, longest, longest_cpu, by_generation = 0, 0, 0, {0: 0, 1: 0, 2: 0}
     for line in lines:
         found = _LINE.search(line)
         if found is None:
             continue
         total += int(found["count"])
-        longest = max(longest, int(found["longest"]))
-        by_generation[int(found["generation"])] += int(found["count"])
-    return {"slow_collections": total, "longest_ms": longest, "by_generation": by_generation}
+        if int(found["longest"]) > longest:
+            longest, longest_cpu = int(found["longest"]), int(found["cpu"])
+        for generation in by_generation:
+            by_generation[generation] += int(found[f"g{generation}"])
+    return {
+        "slow_collections": total,
+        "longest_ms": longest,
+        "longest_cpu_ms": longest_cpu,
+        "by_generation": by_generation,
+    }
 
 
 def slow_collections_in(paths: Iterable[Path]) -> dict[str, Any]:

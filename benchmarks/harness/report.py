@@ -51,7 +51,8 @@ def print_report(report: dict[str, Any]) -> None:
     for side, gc in report.get("gc", {}).items():
         print(
             f"slow GC collections over the whole run, {side}: {gc['slow_collections']} "
-            f"(longest {gc['longest_ms']} ms; by generation {gc['by_generation']})"
+            f"(longest {gc['longest_ms']} ms, {gc['longest_cpu_ms']} ms of it on the CPU; "
+            f"by generation {gc['by_generation']})"
         )
     print(errors_line(report))
 

@@ -115,3 +115,32 @@ def test_without_refreeze_a_slow_full_collection_is_only_reported() -> None:
     assert not watch.freeze_survivors()
     assert gc.get_freeze_count() == 0
     watch.uninstall()
+
+
+def test_a_report_counts_each_generation_and_tells_cpu_time_from_waiting() -> None:
+    from benchmarks.harness.gc_report import slow_collections
+
+    lines = [
+        "gc: 3 collections of 20 ms or more since the last report (generations 0/1/2: 1/2/0), "
+        "the longest 150 ms (generation 1, 9 ms of it on the CPU, the rest waiting for a core)",
+        "gc: 1 collections of 20 ms or more since the last report (generations 0/1/2: 0/0/1), "
+        "the longest 40 ms (generation 2, 38 ms of it on the CPU, the rest waiting for a core)",
+    ]
+    found = slow_collections(lines)
+    assert found == {
+        "slow_collections": 4,
+        "longest_ms": 150,
+        "longest_cpu_ms": 9,
+        "by_generation": {0: 1, 1: 2, 2: 1},
+    }
+
+
+def test_each_pause_carries_the_collector_s_own_cpu_time() -> None:
+    watch = gc_pauses.PauseWatch(slow_seconds=0.0, report_every=3_600)
+    watch.install()
+    _startup_heap()
+    gc.collect()
+    watch.uninstall()
+    (*_, pause) = watch.slow_pauses()
+    assert pause.generation == 2
+    assert 0.0 <= pause.cpu_seconds <= pause.seconds + 0.01  # thread_time ticks coarser
