@@ -30,6 +30,18 @@ from dmb.stores.postgres import AsyncConn, Database, ReadPool
 from dmb.v1 import resources_pb2
 
 _POST_COLUMNS = "p.id, p.author_id, p.content, p.created_at, u.username, u.display_name"
+# Newest-first pages of many authors' posts at once, each below its own cursor: a row per post
+# (ask, then _POST_COLUMNS), or one row of NULL columns for an author with none on that page;
+# an author that does not exist gets no row.
+_TIMELINES = (
+    f"SELECT q.ask, {_POST_COLUMNS} "
+    "FROM unnest(%s::bigint[], %s::bigint[], %s::int[]) "
+    "WITH ORDINALITY AS q(author, below, n, ask) "
+    "JOIN users u ON u.id = q.author "
+    "LEFT JOIN LATERAL (SELECT id, author_id, content, created_at FROM posts "
+    "WHERE author_id = q.author AND id < q.below ORDER BY id DESC LIMIT q.n) p ON true "
+    "ORDER BY q.ask, p.id DESC"
+)
 # The post %(post)s's author and %(reader)s are not in a block, either way.
 _NOT_BLOCKED_BY_AUTHOR = (
     "NOT EXISTS (SELECT 1 FROM posts p JOIN blocks b ON "
@@ -91,6 +103,10 @@ class Posts:
         # together: one `= ANY` query and one counters round trip per read pool.
         self._point_reads: Coalescer[ReadPool, int, resources_pb2.Post] = Coalescer(
             self._read_posts, max_in_flight=2, max_batch=256
+        )
+        # ... and concurrent timeline pages (GetUserPosts): one query and one counters read.
+        self._timelines: Coalescer[ReadPool, tuple[int, Page], PostPage] = Coalescer(
+            self._read_timelines, max_in_flight=2, max_batch=64
         )
 
     async def create(self, caller: Caller, content: str) -> resources_pb2.Post:
@@ -169,24 +185,39 @@ class Posts:
         await self.counters.forget(post_id)
 
     async def list_by_author(self, caller: Caller, user_id: int, page: Page) -> PostPage:
-        async with self._db.reading(for_user=caller.user_id) as conn:
-            exists = await (
-                await conn.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))
-            ).fetchone()
-            if exists is None:
-                raise NotFound(f"user {user_id} does not exist")
+        pool = await self._db.read_pool(caller.user_id)  # per caller: read-your-writes
+        return await self._timelines.submit(pool, (user_id, page))
+
+    async def _read_timelines(
+        self, pool: ReadPool, asks: list[tuple[int, Page]]
+    ) -> list[PostPage | BaseException]:
+        """Timeline pages of one batch, `asks` being (author, page): one query for all (an
+        author that does not exist has no row), then one counters read for all."""
+        authors, pages = [author for author, _ in asks], [page for _, page in asks]
+        async with self._db.reading_from(pool) as conn:
             cursor = await conn.execute(
-                f"SELECT {_POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.author_id "
-                "WHERE p.author_id = %s AND p.id < %s ORDER BY p.id DESC LIMIT %s",
-                (user_id, page.below, page.size + 1),
+                _TIMELINES,
+                (authors, [p.below for p in pages], [p.size + 1 for p in pages]),
             )
-            rows = await cursor.fetchall()
-        shown = rows[: page.size]
-        counts = await self.counters.get([int(row[0]) for row in shown])
-        return PostPage(
-            posts=[post_message(row, counts.get(int(row[0]), Counts())) for row in shown],
-            next_cursor=next_cursor([int(row[0]) for row in shown], page, len(rows)),
-        )
+            found: dict[int, list[Any]] = {}
+            for ask, *row in await cursor.fetchall():
+                rows = found.setdefault(int(ask) - 1, [])  # ORDINALITY counts from 1
+                if row[0] is not None:  # NULLs: the author has no post on this page
+                    rows.append(row)
+        shown = {i: rows[: pages[i].size] for i, rows in found.items()}
+        counts = await self.counters.get([int(row[0]) for rows in shown.values() for row in rows])
+        answers: list[PostPage | BaseException] = []
+        for i, (author, page) in enumerate(asks):
+            if i not in found:
+                answers.append(NotFound(f"user {author} does not exist"))
+                continue
+            answers.append(
+                PostPage(
+                    posts=[post_message(r, counts.get(int(r[0]), Counts())) for r in shown[i]],
+                    next_cursor=next_cursor([int(r[0]) for r in shown[i]], page, len(found[i])),
+                )
+            )
+        return answers
 
     async def like(self, caller: Caller, post_id: int) -> int:
         try:

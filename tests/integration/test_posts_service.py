@@ -14,6 +14,7 @@ import redis
 from ray import serve
 
 from dmb.domain.counters import Counters, counts_key
+from dmb.domain.paging import Page
 from dmb.domain.posts import Posts
 from dmb.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from dmb.settings import Settings
@@ -380,3 +381,97 @@ def test_concurrent_gets_share_one_query_and_each_gets_its_own_answer(
     assert isinstance(got[24], NotFound)
     assert got[25].id == ids[0]
     assert reads == 3  # 26 gets, 2 in flight at most: two alone, then the other 24 at once
+
+
+def test_concurrent_timeline_pages_share_one_query_and_each_gets_its_own_page(
+    settings: Settings, database_url: str
+) -> None:
+    """What a coalesced Batch of ListUserPosts does: many authors' pages at once, each below its
+    own cursor, one author asked twice, one with no posts, one that does not exist. Each gets
+    the page it gets alone; the batch takes one connection for many pages."""
+    busy, quiet, empty = make_users(database_url, 3)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        made = {
+            author: [
+                int(row[0])
+                for row in conn.execute(
+                    "INSERT INTO posts (author_id, content) "
+                    "SELECT %s, 'post ' || n FROM generate_series(1, %s) n RETURNING id",
+                    (author, count),
+                ).fetchall()
+            ][::-1]  # newest first
+            for author, count in ((busy, 9), (quiet, 2))
+        }
+    asks = [
+        (busy, Page(4, None)),
+        (quiet, Page(4, None)),
+        (empty, Page(4, None)),
+        (busy, Page(4, made[busy][3])),
+        (999_999_999_999, Page(4, None)),
+        (busy, Page(4, made[busy][7])),
+        (quiet, Page(1, None)),
+    ]
+
+    async def read(posts: Posts, reader: int, author: int, page: Page) -> Any:
+        with read_your_writes.known(WritePosition(reader, None)):
+            return await posts.list_by_author(as_caller(reader), author, page)
+
+    primary = settings.with_overrides({"database_replica_url": None})  # not about replica lag
+
+    async def scenario() -> tuple[list[Any], list[Any], list[int]]:
+        client = create_redis(primary)
+        db = Database(primary, client)
+        await db.open()
+        posts = Posts(db, Counters(db, client))
+        connections: list[int] = []
+        for name in ("reading", "reading_from"):  # spies: the real reads run
+            real = getattr(db, name)
+
+            def counted(*args: Any, real: Any = real, **kwargs: Any) -> Any:
+                connections.append(1)
+                return real(*args, **kwargs)
+
+            setattr(db, name, counted)
+        try:
+            alone = [  # first: they also bring the posts' counters into Redis
+                await read(posts, busy + 100 + i, *ask) if ask[0] != 999_999_999_999 else None
+                for i, ask in enumerate(asks)
+            ]
+            connections.clear()
+            together = await asyncio.gather(
+                *(read(posts, busy + 100 + i, *ask) for i, ask in enumerate(asks)),
+                return_exceptions=True,
+            )
+            taken = len(connections)
+        finally:
+            await db.close()
+            await client.aclose()
+        return together, alone, [taken]
+
+    together, alone, (taken,) = asyncio.run(scenario())
+    ids = [
+        None if isinstance(p, BaseException) else [post.id for post in p.posts] for p in together
+    ]
+    assert ids == [
+        made[busy][:4],
+        made[quiet],
+        [],
+        made[busy][4:8],
+        None,
+        made[busy][8:],
+        made[quiet][:1],
+    ]
+    assert isinstance(together[4], NotFound)
+    for i, page in enumerate(together):
+        if i != 4:
+            assert page.next_cursor == alone[i].next_cursor
+            assert [p.content for p in page.posts] == [p.content for p in alone[i].posts]
+    assert [bool(page.next_cursor) for i, page in enumerate(together) if i != 4] == [
+        True,
+        False,
+        False,
+        True,
+        False,
+        True,
+    ]
+    assert taken == 3  # 7 pages, 2 in flight at most: two alone, then the other five at once
