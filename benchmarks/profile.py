@@ -109,10 +109,29 @@ def summarize(raw: Path, top: int) -> dict[str, Any]:
     }
 
 
-GROUPS = [  # other processes whose CPU time is reported, by a marker in their command line
+# Every other process's CPU time lands in the first group whose marker is in its command line,
+# so the table says what runs on the cores besides the two replicas of the request path.
+GROUPS = [
+    ("other Serve replicas of ours (posts, users, ...)", ("ServeReplica:",)),
+    (
+        "feed pipeline (relay, consumers, fan-out, flusher, broker)",
+        (
+            "CdcRelay",
+            "FeedConsumer",
+            "NotificationConsumer",
+            "FanoutWorker",
+            "CounterFlusher",
+            "tansu",
+        ),
+    ),
     ("postgres + redis", ("postgres", "redis-server")),
     ("locust (load generator)", ("locust",)),
     ("haproxy", ("haproxy",)),
+    (
+        "Ray's own processes (raylet, GCS, controller, agents)",
+        ("ray::", "raylet", "gcs_server", "ray/dashboard", "ray/_private", "ray/autoscaler"),
+    ),
+    ("this script and py-spy (the sampler)", ("benchmarks/profile.py",)),
 ]
 Snapshot = dict[int, tuple[str, float]]  # pid -> (command line, CPU seconds so far)
 
@@ -134,10 +153,12 @@ def cpu_report(
     """CPU seconds spent between two snapshots: per replica, per group, and the heaviest."""
     spent = {pid: (line, sec - before.get(pid, ("", 0.0))[1]) for pid, (line, sec) in after.items()}
     by_name = {name: spent.get(pid, ("", 0.0))[1] for name, pid in replicas.items()}
-    for name, markers in GROUPS:
-        by_name[name] = sum(
-            sec for line, sec in spent.values() if any(marker in line for marker in markers)
-        )
+    by_name.update({name: 0.0 for name, _ in GROUPS})
+    named = set(replicas.values())
+    for pid, (line, sec) in spent.items():
+        group = next((name for name, marks in GROUPS if any(m in line for m in marks)), None)
+        if pid not in named and group is not None:
+            by_name[group] += sec
     heaviest = sorted(((sec, line[:70]) for line, sec in spent.values()), reverse=True)[:top]
     return by_name, heaviest
 
@@ -152,7 +173,13 @@ def main() -> int:
     parser.add_argument("--mix", choices=["feed", "post", "full"], default="feed")
     parser.add_argument("--users", type=int, default=16, help="concurrent locust users")
     parser.add_argument("--seconds", type=int, default=20)
-    parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=200,
+        help="py-spy samples per second; 0 samples nothing and reports CPU time alone, "
+        "without the sampler's own cost on the cores",
+    )
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -216,15 +243,18 @@ def main() -> int:
                     stderr=subprocess.DEVNULL,
                 )
                 for name, pid in pids.items()
+                if args.rate > 0
             }
             for spy in spies.values():
                 spy.wait(timeout=args.seconds + 60)
+            if not spies:
+                time.sleep(args.seconds)
             busy = machine_busy_seconds() - busy_before
             spent, heaviest = cpu_report(before, snapshot(), pids, args.top)
             runner.join(timeout=args.seconds + 180)
             report["locust"] = locust_result.get("Aggregated", {})
             report["cpu_seconds"] = {name: round(sec, 2) for name, sec in spent.items()}
-            report["cpu_seconds"]["everything else (Ray's raylet, GCS, controller, ...)"] = round(
+            report["cpu_seconds"]["everything else (kernel, short-lived processes)"] = round(
                 busy - sum(report["cpu_seconds"].values()), 2
             )
             report["cpu_seconds_machine"] = round(busy, 2)

@@ -1,0 +1,34 @@
+"""benchmarks/profile.py's CPU table: every process counted once, under the role it plays."""
+
+from benchmarks.profile import cpu_report
+
+
+def test_every_process_lands_in_one_group_and_the_request_path_replicas_stand_alone() -> None:
+    before = {
+        1: ("ray::ServeReplica:gateway:Gateway", 10.0),
+        2: ("ray::ServeReplica:feed:FeedService", 5.0),
+        3: ("ray::ServeReplica:posts:PostService", 1.0),
+        4: ("ray::FeedConsumer", 0.0),
+        5: ("/venv/bin/raylet --node", 0.0),
+        6: ("postgres: dmb dmb 127.0.0.1(1) idle", 0.0),
+    }
+    after = {
+        1: ("ray::ServeReplica:gateway:Gateway", 12.0),
+        2: ("ray::ServeReplica:feed:FeedService", 6.5),
+        3: ("ray::ServeReplica:posts:PostService", 2.0),
+        4: ("ray::FeedConsumer", 0.75),
+        5: ("/venv/bin/raylet --node", 0.5),
+        6: ("postgres: dmb dmb 127.0.0.1(1) idle", 0.25),
+        7: ("ray::ServeController.listen_for_change", 0.125),  # started after the first look
+    }
+
+    spent, heaviest = cpu_report(before, after, {"Gateway": 1, "FeedService": 2}, top=3)
+
+    assert spent["Gateway"] == 2.0
+    assert spent["FeedService"] == 1.5
+    assert spent["other Serve replicas of ours (posts, users, ...)"] == 1.0
+    assert spent["feed pipeline (relay, consumers, fan-out, flusher, broker)"] == 0.75
+    assert spent["postgres + redis"] == 0.25
+    assert spent["Ray's own processes (raylet, GCS, controller, agents)"] == 0.625
+    assert sum(spent.values()) == 6.125  # each of the seven processes once
+    assert [sec for sec, _ in heaviest] == [2.0, 1.5, 1.0]
