@@ -23,6 +23,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from serve_apps.gateway.descriptors import descriptor_of
+from serve_apps.gateway.reply_json import message_document
 from serve_apps.gateway.routes import Route
 
 _FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
@@ -248,7 +249,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def response_document(route: Route, message: Message) -> Any:
     """The reply as canonical JSON (lowerCamelCase, int64 as strings, defaults included)."""
-    document = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    document = message_document(message)
     if route.response_body:
         field = descriptor_of(type(message)).fields_by_name[route.response_body]
         return document.get(field.json_name)
