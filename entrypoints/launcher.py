@@ -145,6 +145,13 @@ class LocalSystem:
         ignores, so two clusters on one machine both bind 40000 and the kernel shares the
         connections: HAProxy then reaches the other cluster's replicas ("Application 'posts' not
         found", "signed with an unknown key"). So each system gets a port range of its own.
+
+        HAProxy's backup server for every app is Serve's fallback proxy actor, on fixed ports
+        (8500 HTTP, 9500 gRPC) bound with SO_REUSEPORT: a request HAProxy sent to the backup
+        (a replica not yet marked up, or marked down) could be answered by another system's
+        proxy, which registered a user in the other system's database (the tracing test, CI
+        of 2026-12-07: "user ... does not exist" on a follow of a user just registered). Those
+        get ports of this system's own as well.
         """
         assert self.stack is not None
         digest = hashlib.sha256(str(self.stack.data_dir).encode()).hexdigest()[:10]
@@ -161,6 +168,8 @@ class LocalSystem:
             "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(base / "metrics.sock"),
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
             "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc_ports),
             "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc_ports + _GRPC_PORTS - 1),
         }

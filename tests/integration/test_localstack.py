@@ -129,3 +129,31 @@ def test_development_keys_are_made_once_and_kept_private(settings: Settings) -> 
     assert key_file.exists()
     assert key_file.stat().st_mode & 0o077 == 0
     assert settings.jwt_active_kid in settings.jwt_public_keys
+
+
+def test_the_ingress_backup_is_this_systems_own_fallback_proxy(serve_system: LocalSystem) -> None:
+    """HAProxy sends a request to Serve's fallback proxy when an app's replica is not marked up;
+    on Ray's fixed ports (8500, 9500, SO_REUSEPORT) that proxy could be another system's on the
+    same machine, which then answered with its own database."""
+    import re
+
+    import psutil
+
+    base = Path(os.environ["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
+    config = "\n".join(path.read_text() for path in base.glob("*/haproxy.cfg"))
+    backups = {
+        int(port) for port in re.findall(r"SERVE_PROXY_ACTOR-fallback-\S+ [\d.]+:(\d+)", config)
+    }
+    ours = {
+        int(os.environ.get("RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "8500")),  # Ray's defaults
+        int(os.environ.get("RAY_SERVE_FALLBACK_PROXY_GRPC_PORT", "9500")),
+    }
+    assert backups == ours
+    assert not ours & {8500, 9500}
+    for port in ours:
+        listeners = {
+            c.pid
+            for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr[1] == port
+        }
+        assert len(listeners) == 1, f"port {port}: {listeners}"
