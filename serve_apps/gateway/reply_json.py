@@ -161,17 +161,7 @@ def _enum_converter(enum: EnumDescriptor) -> Convert:
 def _message_converter(descriptor: Descriptor) -> Convert:
     if descriptor.full_name == _TIMESTAMP:
         return _timestamp_text
-    resolved: list[_Plan | None] = []  # looked up on first print: recursive types need no care
-
-    def convert(message: Message) -> Any:
-        if not resolved:
-            resolved.append(_plan_of(descriptor))
-        plan = resolved[0]
-        if plan is None:
-            return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-        return _document(message, plan)
-
-    return convert
+    return message_document  # its plan is looked up as it prints: recursive types need no care
 
 
 _timestamp_texts: dict[tuple[int, int], str] = {}
