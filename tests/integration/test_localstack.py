@@ -4,10 +4,12 @@ step aside for external URLs, and explain failures with the log's location."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 import redis
@@ -135,10 +137,6 @@ def test_the_ingress_backup_is_this_systems_own_fallback_proxy(serve_system: Loc
     """HAProxy sends a request to Serve's fallback proxy when an app's replica is not marked up;
     on Ray's fixed ports (8500, 9500, SO_REUSEPORT) that proxy could be another system's on the
     same machine, which then answered with its own database."""
-    import re
-
-    import psutil
-
     base = Path(os.environ["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
     config = "\n".join(path.read_text() for path in base.glob("*/haproxy.cfg"))
     backups = {
