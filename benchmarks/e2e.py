@@ -49,9 +49,11 @@ from benchmarks.harness.report import TARGETS, print_report, write_json  # noqa:
 from benchmarks.harness.system import (  # noqa: E402
     PASSWORD,
     PREFIX,
+    add_setting_option,
     bench_settings,
     log_in,
     seed_graph,
+    setting_overrides,
     wait_ok,
     wait_until_feed_pipeline_idle,
 )
@@ -73,13 +75,7 @@ def main() -> int:
     parser.add_argument("--posts", type=int, default=3000, help="seeded posts")
     parser.add_argument("--ingress", choices=["haproxy", "default"], default="haproxy")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument(
-        "--setting",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a setting of dmb.settings for this run, e.g. gateway_coalesce_in_flight=1",
-    )
+    add_setting_option(parser)
     parser.add_argument(
         "--targets",
         nargs="+",
@@ -94,7 +90,7 @@ def main() -> int:
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "levels": {}}
     try:
         with LocalSystem(
-            bench_settings(folder, **dict(item.split("=", 1) for item in args.setting)),
+            bench_settings(folder, **setting_overrides(args.setting)),
             fast_ingress=args.ingress == "haproxy",
             applications=APPLICATIONS + CEILING_APPS,
         ) as system:

@@ -32,9 +32,11 @@ from benchmarks.harness.locust import run_locust  # noqa: E402
 from benchmarks.harness.system import (  # noqa: E402
     PASSWORD,
     PREFIX,
+    add_setting_option,
     bench_settings,
     log_in,
     seed_graph,
+    setting_overrides,
     wait_ok,
     wait_until_feed_pipeline_idle,
 )
@@ -182,11 +184,14 @@ def main() -> int:
     )
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--json", type=Path)
+    add_setting_option(parser)
     args = parser.parse_args()
     folder = scratch_data_dir("dmb-profile-")
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
     try:
-        with LocalSystem(bench_settings(folder), fast_ingress=True) as system:
+        with LocalSystem(
+            bench_settings(folder, **setting_overrides(args.setting)), fast_ingress=True
+        ) as system:
             settings = system.resolved
             assert settings is not None
             base = system.addresses()["http"]

@@ -3,6 +3,7 @@ sessions logged in before any clock starts."""
 
 from __future__ import annotations
 
+import argparse
 import random
 import time
 import urllib.request
@@ -36,6 +37,22 @@ def bench_settings(folder: Path, **overrides: Any) -> Settings:
         "database_pool_max": 20,
     }
     return load_settings(environ={}, **{**values, **overrides})
+
+
+def add_setting_option(parser: argparse.ArgumentParser) -> None:
+    """`--setting NAME=VALUE`, repeatable: a setting of dmb.settings for one run (an A/B)."""
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of dmb.settings for this run, e.g. gateway_coalesce_in_flight=1",
+    )
+
+
+def setting_overrides(items: list[str]) -> dict[str, str]:
+    """The `--setting` options as bench_settings' overrides."""
+    return dict(item.split("=", 1) for item in items)
 
 
 def wait_ok(url: str, timeout: float = 60) -> None:

@@ -193,3 +193,86 @@ def test_unreachable_redis_fails_fast_during_the_cool_down() -> None:
     assert "ConnectionError" in first
     assert "moments ago" in cooling  # did not wait on the network again
     assert "ConnectionError" in retried
+
+
+async def _connected_clients(client: aioredis.Redis) -> int:
+    return int((await client.info("clients"))["connected_clients"])
+
+
+def test_a_burst_of_checks_shares_round_trips_and_each_keeps_its_own_answer(
+    settings: Settings,
+) -> None:
+    """100 concurrent requests on one gateway replica: at most two pipelines (so two
+    connections) are out at once, the others wait for the next one and leave together. Every
+    request is still charged exactly once and answered from its own replies."""
+    shared_user = _pair(ip_capacity=1000, user_capacity=30, rate=0.001)[1]
+    positions = [position_key(uuid.uuid4().int % 10**12) for _ in range(100)]
+
+    async def scenario(client: aioredis.Redis) -> tuple[int, float, int, list[str | None]]:
+        for i, key in enumerate(positions):
+            await client.set(key, f"0/{i:X}".encode(), ex=60)
+        observer = create_redis(settings)
+        try:
+            before = await _connected_clients(observer)
+            limiter = RateLimiter(client, max_in_flight=2)
+            checks = await asyncio.gather(
+                *[
+                    limiter.check(
+                        [BucketSpec(f"{shared_user.key}:ip:{i}", 1000, 0.001), shared_user],
+                        also_get=positions[i],
+                    )
+                    for i in range(100)
+                ]
+            )
+            opened = await _connected_clients(observer) - before
+        finally:
+            await observer.aclose()
+        left = float(await client.hget(shared_user.key, "tokens") or -1)
+        admitted = sum(1 for checked in checks if checked.decision.allowed)
+        return admitted, left, opened, [checked.value for checked in checks]
+
+    admitted, left, opened, values = _run(settings, scenario)
+    assert admitted == 30
+    assert 0 <= left < 1
+    assert values == [f"0/{i:X}" for i in range(100)]  # each request's own read, in order
+    assert opened <= 2  # one pipeline per request would have opened up to 100 connections
+
+
+def test_a_script_flush_in_a_burst_reruns_only_the_checks_it_stopped(settings: Settings) -> None:
+    buckets = _pair(ip_capacity=100, user_capacity=100, rate=0.001)
+
+    async def scenario(client: aioredis.Redis) -> tuple[list[bool], float]:
+        limiter = RateLimiter(client, max_in_flight=1)
+        await limiter.check(buckets)  # the script is loaded and the bucket exists
+        await client.script_flush()
+        checks = await asyncio.gather(*[limiter.check(buckets) for _ in range(20)])
+        left = float(await client.hget(buckets[1].key, "tokens") or -1)
+        return [checked.decision.allowed for checked in checks], left
+
+    allowed, left = _run(settings, scenario)
+    assert allowed == [True] * 20
+    assert round(left) == 100 - 21  # every request charged once: none twice, none skipped
+
+
+def test_a_failed_command_fails_only_its_own_request_in_a_shared_round_trip(
+    settings: Settings,
+) -> None:
+    wrong_type = f"dmb:test:{uuid.uuid4().hex}"  # a hash: GET on it answers WRONGTYPE
+
+    async def scenario(client: aioredis.Redis) -> list[str]:
+        await client.hset(wrong_type, "a", "1")
+        await client.expire(wrong_type, 60)
+        limiter = RateLimiter(client, max_in_flight=1)
+        first = limiter.check(_pair(10, 10, 1))  # goes alone; the rest queue behind it
+        rest = [
+            limiter.check(_pair(10, 10, 1), also_get=wrong_type if i == 3 else None)
+            for i in range(8)
+        ]
+        results = await asyncio.gather(first, *rest, return_exceptions=True)
+        return [
+            type(result).__name__ if isinstance(result, BaseException) else "ok"
+            for result in results
+        ]
+
+    outcomes = _run(settings, scenario)
+    assert outcomes == ["ok"] * 4 + ["RateLimiterUnavailable"] + ["ok"] * 4
