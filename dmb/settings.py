@@ -100,10 +100,6 @@ class Settings(BaseModel):
     rate_limit_ip_capacity: int = Field(default=1000, ge=1)
     rate_limit_ip_refill_per_sec: float = Field(default=10.0, gt=0)
     rate_limit_fail_open: bool = True
-    # Admission checks (one Redis pipeline each, dmb.domain.admission): at most this many
-    # pipelines out per gateway replica, checks arriving meanwhile share the next one.
-    # 0 sends every check as its own pipeline.
-    rate_limit_coalesce_in_flight: int = Field(default=2, ge=0, le=1_000)
     # Per-account login backoff (dmb.domain.login_guard): free failures, then doubling locks.
     login_free_failures: int = Field(default=5, ge=1, le=1_000)
     login_backoff_base_seconds: float = Field(default=1.0, gt=0, le=3_600)

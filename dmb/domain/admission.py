@@ -28,15 +28,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
-from dmb.coalescing import Coalescer
 from dmb.domain.buckets import BucketSpec, BucketState, Decision, decide, degraded, request_buckets
 from dmb.domain.identity import Caller
 from dmb.domain.revocation import account_closed_key, cached_states, denylist_key
 from dmb.settings import Settings
 from dmb.stores.read_your_writes import WritePosition, position_key
-from dmb.stores.redis import LuaScript, pipeline_replies
+from dmb.stores.redis import LuaScript, run_pipeline
 
 SCRIPT = LuaScript(Path(__file__).with_name("ratelimit.lua").read_text())
 log = logging.getLogger("dmb.admission")
@@ -79,65 +78,17 @@ def parse_reply(buckets: Sequence[BucketSpec], reply: Sequence[Any]) -> Decision
     return decide(allowed, states)
 
 
-@dataclass(frozen=True)
-class _Check:
-    """One request's commands in the admission pipeline: the script, then the extra reads."""
-
-    buckets: Sequence[BucketSpec]
-    also_exists: str | None
-    also_get: str | None
-    also_read: Sequence[str]
-
-    def queue(self, pipe: Pipeline) -> None:
-        args = script_args(self.buckets)
-        SCRIPT.queue(pipe, args[: len(self.buckets)], args[len(self.buckets) :])
-        if self.also_exists is not None:
-            pipe.exists(self.also_exists)
-        if self.also_get is not None:
-            pipe.get(self.also_get)
-        for key in self.also_read:
-            pipe.get(key)
-
-    @property
-    def commands(self) -> int:
-        return (
-            1 + (self.also_exists is not None) + (self.also_get is not None) + len(self.also_read)
-        )
-
-    def answer(self, replies: Sequence[Any]) -> Checked:
-        reply, extra = replies[0], list(replies[1:])
-        exists = bool(extra.pop(0)) if self.also_exists is not None else False
-        value = extra.pop(0) if self.also_get is not None else None
-        return Checked(
-            parse_reply(self.buckets, reply),
-            exists,
-            value.decode() if value is not None else None,
-            tuple(extra),
-        )
-
-
 class RateLimiter:
-    """The gateway's admission round trip. With `max_in_flight` >= 1, checks that arrive while
-    that many pipelines are out leave together in the next one (dmb.coalescing): each keeps
-    its own script call, atomic on Redis, and its own replies, but under load many requests
-    share one round trip's socket writes, reads and wake-ups. 0: one pipeline per check."""
-
     def __init__(
         self,
         redis: aioredis.Redis,
         cooldown_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
-        max_in_flight: int = 2,
-        max_batch: int = 64,
     ) -> None:
         self._redis = redis
         self._cooldown = cooldown_seconds
         self._clock = clock
         self._failed_until = 0.0
-        self._coalescer: Coalescer[None, _Check, Checked] | None = (
-            Coalescer(self._round_trip, max_in_flight, max_batch) if max_in_flight > 0 else None
-        )
-        self.round_trips = 0
 
     async def check(
         self,
@@ -151,64 +102,31 @@ class RateLimiter:
         values at `also_read`."""
         if self._clock() < self._failed_until:
             raise RateLimiterUnavailable("Redis failed moments ago; not retrying yet")
-        check = _Check(buckets, also_exists, also_get, tuple(also_read))
-        if self._coalescer is not None:
-            return await self._coalescer.submit(None, check)
-        result = (await self._round_trip(None, [check]))[0]
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        args = script_args(buckets)
 
-    async def _round_trip(self, _: None, checks: list[_Check]) -> list[Checked | BaseException]:
-        """Every check in one pipeline; a check whose script Redis had forgotten (NOSCRIPT: none
-        of its commands charged anything) goes again, alone with the others that met it, after
-        the script is loaded. Any other failure fails its own check, and starts the cool-down."""
-        results: list[Checked | BaseException] = list(await self._pipelined(checks))
-        again = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-        if again:
-            try:
-                await self._redis.script_load(SCRIPT.source)
-                retried = await self._pipelined([checks[i] for i in again])
-            except (RedisError, OSError) as exc:
-                retried = [self._unavailable(exc)] * len(again)
-            for i, result in zip(again, retried, strict=True):
-                results[i] = (
-                    self._unavailable(result) if isinstance(result, NoScriptError) else result
-                )
-        return results
+        def fill(pipe: Pipeline) -> None:
+            SCRIPT.queue(pipe, args[: len(buckets)], args[len(buckets) :])
+            if also_exists is not None:
+                pipe.exists(also_exists)
+            if also_get is not None:
+                pipe.get(also_get)
+            for key in also_read:
+                pipe.get(key)
 
-    async def _pipelined(self, checks: list[_Check]) -> list[Checked | BaseException]:
-        """Each check's answer from one round trip, or its failure: NoScriptError as it is (to
-        be retried), anything else as RateLimiterUnavailable."""
-        self.round_trips += 1
         try:
-            replies = await pipeline_replies(self._redis, lambda pipe: _queue_all(pipe, checks))
+            replies = await run_pipeline(self._redis, [SCRIPT], fill)
         except (RedisError, OSError) as exc:
-            return [self._unavailable(exc)] * len(checks)
-        results: list[Checked | BaseException] = []
-        at = 0
-        for check in checks:
-            mine = replies[at : at + check.commands]
-            at += check.commands
-            error = next((reply for reply in mine if isinstance(reply, Exception)), None)
-            if isinstance(error, NoScriptError):
-                results.append(error)
-            elif error is not None:
-                results.append(self._unavailable(error))
-            else:
-                results.append(check.answer(mine))
-        return results
-
-    def _unavailable(self, error: BaseException) -> RateLimiterUnavailable:
-        self._failed_until = self._clock() + self._cooldown
-        failure = RateLimiterUnavailable(f"{type(error).__name__}: {error}")
-        failure.__cause__ = error
-        return failure
-
-
-def _queue_all(pipe: Pipeline, checks: Sequence[_Check]) -> None:
-    for check in checks:
-        check.queue(pipe)
+            self._failed_until = self._clock() + self._cooldown
+            raise RateLimiterUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        reply, extra = replies[0], list(replies[1:])
+        exists = bool(extra.pop(0)) if also_exists is not None else False
+        value = extra.pop(0) if also_get is not None else None
+        return Checked(
+            parse_reply(buckets, reply),
+            exists,
+            value.decode() if value is not None else None,
+            tuple(extra),
+        )
 
 
 @dataclass(frozen=True)
@@ -236,7 +154,7 @@ class Admitted:
 class Admission:
     def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
         self._settings = settings
-        self._limiter = RateLimiter(redis, max_in_flight=settings.rate_limit_coalesce_in_flight)
+        self._limiter = RateLimiter(redis)
         self._next_failure_log = 0.0
 
     async def admit(self, client_ip: str, caller: Caller | None, exempt: bool = False) -> Admitted:

@@ -111,20 +111,12 @@ async def run_pipeline(
 
 
 async def _execute(redis: aioredis.Redis, fill: Callable[[Pipeline], None]) -> list[Any]:
-    replies = await pipeline_replies(redis, fill)
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies
-
-
-async def pipeline_replies(redis: aioredis.Redis, fill: Callable[[Pipeline], None]) -> list[Any]:
-    """One round trip of a non-transactional pipeline filled by `fill`; a command that failed
-    has its exception in its place (for a caller that answers several requests from one
-    pipeline, each from its own replies). Errors of the round trip itself are raised."""
     async with redis.pipeline(transaction=False) as pipe:
         fill(pipe)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
     return replies
 
 
