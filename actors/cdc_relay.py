@@ -29,7 +29,7 @@ from dmb.composition import process_components
 from dmb.domain.feed import FeedWriter
 from dmb.stores import cdc
 from dmb.stores.change_events import CAPTURED_TOPICS, Change
-from dmb.stores.kafka import create_producer, encode, ensure_topics, topic_exists
+from dmb.stores.kafka import TopicWatch, create_producer, encode, ensure_topics, topic_exists
 
 NAME = "cdc-relay"
 log = logging.getLogger("dmb.cdc_relay")
@@ -130,6 +130,7 @@ class CdcRelay(LoopingActor):
         assert self._bootstrap is not None
         ensure_topics(self._bootstrap, CAPTURED_TOPICS, self._settings.kafka_topic_partitions)
         producer = create_producer(self._bootstrap)
+        watch = TopicWatch(self._bootstrap)
         try:
             reader = cdc.SlotReader(self._settings.database_url.get_secret_value(), self._slot)
             try:
@@ -143,13 +144,14 @@ class CdcRelay(LoopingActor):
                 while not stop.is_set():
                     if time.monotonic() >= marker_due:
                         marker_due = time.monotonic() + MARKER_CHECK_SECONDS
-                        if not topic_exists(self._bootstrap, MARKER_TOPIC):
+                        if not watch.exists(MARKER_TOPIC):
                             raise BrokerLostData(f"{MARKER_TOPIC} is gone from the broker")
                     self._relay_once(reader, producer)
                     self._progressed()
             finally:
                 reader.close()
         finally:
+            watch.close()
             producer.close(timeout=5)
 
     def _relay_once(self, reader: cdc.SlotReader, producer: Any) -> None:

@@ -94,12 +94,29 @@ def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> dic
         admin.close()
 
 
+class TopicWatch:
+    """One admin connection that is asked, again and again, whether topics exist: a fresh
+    metadata request each time, without a new client's connect and version probe each time."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap.split(","), request_timeout_ms=10_000
+        )
+
+    def exists(self, topic: str) -> bool:
+        return topic in set(self._admin.list_topics())
+
+    def close(self) -> None:
+        self._admin.close()
+
+
 def topic_exists(bootstrap: str, topic: str) -> bool:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=10_000)
+    """Once, on a connection of its own (for repeated checks, keep a TopicWatch)."""
+    watch = TopicWatch(bootstrap)
     try:
-        return topic in set(admin.list_topics())
+        return watch.exists(topic)
     finally:
-        admin.close()
+        watch.close()
 
 
 def _partition_counts(admin: KafkaAdminClient, topics: Sequence[str]) -> dict[str, int]:
