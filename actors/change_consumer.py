@@ -77,11 +77,9 @@ class ChangeConsumer(LoopingActor):
     SPAN: ClassVar[str]
     TOPICS: ClassVar[tuple[str, ...]]
 
-    def __init__(
-        self, name: str, group_id: str, bootstrap: str | None, running: tuple[str, str]
-    ) -> None:
+    def __init__(self, name: str, group_id: str, bootstrap: str | None, running: Gauge) -> None:
         """`bootstrap` replaces the settings' broker address (tests: a broker not up yet);
-        `running`: the name and description of the gauge that says a consumer runs."""
+        `running`: the gauge this consumer sets to 1 while it runs."""
         self._components = process_components()
         self._group_id = group_id
         self._bootstrap = bootstrap or self._components.settings.kafka_bootstrap
@@ -92,8 +90,7 @@ class ChangeConsumer(LoopingActor):
             description="End offset minus this group's position, per partition",
             tag_keys=("topic", "partition"),
         )
-        # One series per consumer actor (Ray tags each with its worker): sum() is the count.
-        self._consumers = Gauge(running[0], description=running[1])
+        self._consumers = running
         self._dead_lettered = Counter(
             "dmb_dlq_events_total",
             description="Change events sent to the dead-letter topic after repeated failures",

@@ -19,6 +19,7 @@ from typing import Any
 
 import ray
 from ray import serve
+from ray.util.metrics import Gauge
 
 from actors.background import ensure_singleton
 from actors.change_consumer import ChangeConsumer, EventHandler
@@ -55,7 +56,8 @@ class FeedConsumer(ChangeConsumer):
             name_of(index),
             group_id,
             bootstrap,
-            ("dmb_feed_consumers", "Feed consumers running"),
+            # One series per consumer actor (Ray tags each with its worker): sum() is the count.
+            Gauge("dmb_feed_consumers", description="Feed consumers running"),
         )
 
     def resize(self, workers: int) -> int:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ray.util.metrics import Gauge
+
 from actors.background import ensure_singleton
 from actors.change_consumer import ChangeConsumer, EventHandler
 from dmb.composition import Components
@@ -35,7 +37,7 @@ class NotificationConsumer(ChangeConsumer):
             NAME,
             group_id,
             bootstrap,
-            ("dmb_notification_consumers", "Notification consumers running"),
+            Gauge("dmb_notification_consumers", description="Notification consumers running"),
         )
 
     def resize(self, workers: int) -> int:
