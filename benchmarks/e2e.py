@@ -198,7 +198,7 @@ def run_level(
 
 def gateway_coalescing(system: LocalSystem, config: dict[str, int]) -> None:
     """The Gateway's live `user_config` (serve_apps/gateway/app.py): {} is the settings'."""
-    system.redeploy({"gateway": [{"name": "Gateway", "user_config": config}]})
+    system.reconfigure("gateway", "Gateway", config)
     time.sleep(2)  # the replica reconfigures once the controller has the new config
 
 

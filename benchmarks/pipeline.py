@@ -214,7 +214,7 @@ def configure(system: LocalSystem, workers: int, consumers: int) -> None:
     from ray import serve
 
     config = {"fanout_workers": workers, "feed_consumers": consumers}
-    system.redeploy({"pipeline": [{"name": "PipelineSupervisor", "user_config": config}]})
+    system.reconfigure("pipeline", "PipelineSupervisor", config)
     supervisor = serve.get_deployment_handle("PipelineSupervisor", app_name="pipeline")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -174,9 +174,10 @@ class LocalSystem:
             "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc_ports + _GRPC_PORTS - 1),
         }
 
-    def redeploy(self, deployments: dict[str, list[dict[str, Any]]]) -> None:
-        """Apply an edited Serve config (deployment overrides per app), as an operator would."""
-        self._deploy(deployments)
+    def reconfigure(self, app: str, deployment: str, user_config: dict[str, Any]) -> None:
+        """Give one deployment a new `user_config` through an edited Serve config, as an
+        operator would: its replicas reconfigure in place ({} puts the settings' values back)."""
+        self._deploy({app: [{"name": deployment, "user_config": user_config}]})
 
     def _deploy(self, deployments: dict[str, list[dict[str, Any]]] | None = None) -> None:
         from ray.serve._private.api import serve_start

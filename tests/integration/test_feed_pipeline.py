@@ -57,7 +57,7 @@ def restores_pool(serve_system: LocalSystem, settings: Settings) -> Iterator[Non
     the settings give them."""
     yield
     config = {"fanout_workers": settings.fanout_workers, "feed_consumers": settings.feed_consumers}
-    serve_system.redeploy({"pipeline": [{"name": "PipelineSupervisor", "user_config": config}]})
+    serve_system.reconfigure("pipeline", "PipelineSupervisor", config)
     consumer: Any = ray.get_actor(feed_consumer.name_of(0), namespace=NAMESPACE)
     assert ray.get(consumer.resize.remote(settings.fanout_workers)) == settings.fanout_workers
 
@@ -250,9 +250,7 @@ def test_operator_resizes_the_pool_by_editing_the_serve_config(
     serve_system: LocalSystem, handles: dict[str, Any], r: redis.Redis, database_url: str
 ) -> None:
     consumer: Any = ray.get_actor(feed_consumer.name_of(0), namespace=NAMESPACE)
-    serve_system.redeploy(
-        {"pipeline": [{"name": "PipelineSupervisor", "user_config": {"fanout_workers": 3}}]}
-    )
+    serve_system.reconfigure("pipeline", "PipelineSupervisor", {"fanout_workers": 3})
     eventually(lambda: ray.get(consumer.stats.remote())["workers"] == 3, "pool resized")
     author, fan = make_users(database_url, 2)
     _follow(handles, fan, author)
@@ -432,7 +430,7 @@ def test_the_consumer_group_resizes_live_and_a_restarted_consumer_keeps_its_shar
 ) -> None:
     def configure(workers: int, consumers: int) -> None:
         config = {"fanout_workers": workers, "feed_consumers": consumers}
-        serve_system.redeploy({"pipeline": [{"name": "PipelineSupervisor", "user_config": config}]})
+        serve_system.reconfigure("pipeline", "PipelineSupervisor", config)
         eventually(
             lambda: (
                 (_supervisor_stats()["consumers"], _supervisor_stats()["workers"])

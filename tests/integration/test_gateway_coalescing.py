@@ -29,7 +29,7 @@ def gateway_config(serve_system: LocalSystem) -> Iterator[Any]:
     """Redeploys the Gateway with a `user_config`; puts the settings' defaults back after."""
 
     def apply(config: dict[str, int]) -> None:
-        serve_system.redeploy({"gateway": [{"name": "Gateway", "user_config": config}]})
+        serve_system.reconfigure("gateway", "Gateway", config)
 
     yield apply
     apply({})
