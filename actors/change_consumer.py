@@ -3,9 +3,10 @@ event to the domain's handler, commit what was handled.
 
 At least once: offsets are committed only for events whose handling is complete. If handling
 fails, the consumer seeks back to the first unhandled record of each partition and commits only
-what was done, so a crash or an error replays instead of dropping. A failure of the Kafka client
-itself (the broker not up yet or gone, a `CommitFailedError` after a rebalance took the
-partitions away) ends the run, whose `finally` closes its consumer; BackgroundLoop starts a new
+what was done, so a crash or an error replays instead of dropping. A commit that a rebalance
+refuses is tried again after the next poll (the consumer stays in the group; its partitions'
+next owner replays from the last commit). A failure of the Kafka client itself (the broker not
+up yet or gone) ends the run, whose `finally` closes its consumer; BackgroundLoop starts a new
 run after a capped backoff, with a new consumer that rejoins the group and resumes from the
 committed offsets, so whatever was handled but not committed is replayed (the handlers are
 idempotent).
@@ -34,9 +35,8 @@ from actors.background import BackgroundLoop, LoopingActor
 from dmb import tracing
 from dmb.composition import Components, process_components
 from dmb.stores import dead_letters
-from dmb.stores.kafka import consumer_lag, create_consumer, decode
+from dmb.stores.kafka import commit, consumer_lag, create_consumer, decode
 
-log = logging.getLogger("dmb.change_consumer")
 LAG_EVERY_SECONDS = 5.0  # how often a consumer refreshes dmb_consumer_lag_messages
 COMMIT_EVERY_SECONDS = 1.0  # the longest a handled event waits for its commit under a stream
 POLL_MS = 500
@@ -63,8 +63,9 @@ class CommitPacer:
             self.pending = True
             self._since = self.clock()
 
-    def due(self, polled_nothing: bool) -> bool:
-        return self.pending and (polled_nothing or self.clock() - self._since >= self.every)
+    def due(self, at_once: bool) -> bool:
+        """`at_once`: the stream paused (an empty poll) or an event failed."""
+        return self.pending and (at_once or self.clock() - self._since >= self.every)
 
     def committed(self) -> None:
         self.pending = False
@@ -76,10 +77,12 @@ class ChangeConsumer(LoopingActor):
 
     SPAN: ClassVar[str]
     TOPICS: ClassVar[tuple[str, ...]]
+    LOGGER: ClassVar[str]  # the group's own logger name, which its log lines keep
 
     def __init__(self, name: str, group_id: str, bootstrap: str | None, running: Gauge) -> None:
         """`bootstrap` replaces the settings' broker address (tests: a broker not up yet);
         `running`: the gauge this consumer sets to 1 while it runs."""
+        self._log = logging.getLogger(self.LOGGER)
         self._components = process_components()
         self._group_id = group_id
         self._bootstrap = bootstrap or self._components.settings.kafka_bootstrap
@@ -128,13 +131,15 @@ class ChangeConsumer(LoopingActor):
         try:
             while not stop.is_set():
                 records = await asyncio.to_thread(consumer.poll, POLL_MS)
-                if await self._handle(consumer, handler, records):
-                    pacer.committed()  # a failure committed what was done, and backed off
-                elif records:
+                failed = await self._handle(consumer, handler, records)
+                if records:
                     pacer.handled()
-                if pacer.due(polled_nothing=not records):
-                    await self._commit(consumer)
+                # An empty poll (the stream paused) or a failure (what was done is committed
+                # before the replay) commits at once; a refused commit stays due.
+                if pacer.due(at_once=failed or not records) and await self._commit(consumer):
                     pacer.committed()
+                if failed:
+                    await asyncio.sleep(1)  # then the replay, not a hot loop of failures
                 self._progressed()
                 if time.monotonic() >= lag_due:
                     lag_due = time.monotonic() + LAG_EVERY_SECONDS
@@ -145,10 +150,15 @@ class ChangeConsumer(LoopingActor):
             self._consumers.set(0)
             consumer.close()  # leaves the group at once: the others take its partitions now
 
-    async def _commit(self, consumer: Any) -> None:
-        """Commit the consumer's positions: every record polled so far was handled."""
-        await asyncio.to_thread(consumer.commit)
+    async def _commit(self, consumer: Any) -> bool:
+        """Commit the consumer's positions (every record polled so far was handled). False if a
+        rebalance refused it: the loop polls on, which completes the rebalance, and the pacer
+        keeps the commit due. Before, that error ended the run, and the new consumer's joining
+        started the next rebalance, in which the others' commits failed the same way."""
+        if not await asyncio.to_thread(commit, consumer):
+            return False
         self._commits += 1
+        return True
 
     async def _report_lag(self, consumer: Any) -> None:
         """Refresh the lag gauges, in the polling thread's turn (the client is not thread-safe);
@@ -158,14 +168,14 @@ class ChangeConsumer(LoopingActor):
         try:
             lag = await asyncio.to_thread(consumer_lag, consumer)
         except Exception as exc:
-            log.warning("consumer lag unavailable: %r", exc)
+            self._log.warning("consumer lag unavailable: %r", exc)
             return
         for (topic, partition), messages in lag.items():
             self._lag.set(messages, tags={"topic": topic, "partition": str(partition)})
 
     async def _handle(self, consumer: Any, handler: EventHandler, records: Any) -> bool:
         """Handle a poll's records in order. True if one failed: the consumer was then sought
-        back to the first unhandled record of each partition and what was done committed."""
+        back to the first unhandled record of each partition, so the next poll replays it."""
         done = set()
         for partition, messages in records.items():
             for message in messages:
@@ -187,20 +197,20 @@ class ChangeConsumer(LoopingActor):
                         event = self._decode(message.topic, decode(message.value))
                         if event is not None:
                             await handler.handle(event)
-                        log.debug("handled %s@%s: %s", partition, message.offset, event)
+                        self._log.debug("handled %s@%s: %s", partition, message.offset, event)
                     if self._failures:
                         self._failures.pop((message.topic, message.partition, message.offset), None)
                 except Exception as exc:
                     if await self._gave_up_on(message, exc):
                         continue  # dead-lettered: the partition moves on
-                    log.exception("event %s@%s failed; will replay", partition, message.offset)
+                    self._log.exception(
+                        "event %s@%s failed; will replay", partition, message.offset
+                    )
                     consumer.seek(partition, message.offset)
                     for other, rest in records.items():  # partitions not reached yet
                         if other != partition and other not in done and rest:
                             consumer.seek(other, rest[0].offset)
-                    await self._commit(consumer)  # commits what was done only
-                    await asyncio.sleep(1)
-                    return True
+                    return True  # the positions are what was done: a commit takes only that
                 self._handled += 1
             done.add(partition)
         return False
@@ -227,11 +237,13 @@ class ChangeConsumer(LoopingActor):
                 )
             await asyncio.to_thread(self._dead_letters.publish, entry)
         except Exception as exc:
-            log.warning("could not dead-letter %s@%s (%r); will replay", origin, attempts, exc)
+            self._log.warning(
+                "could not dead-letter %s@%s (%r); will replay", origin, attempts, exc
+            )
             return False
         self._failures.pop(origin, None)
         self._dead_lettered.inc(1, tags={"topic": message.topic})
-        log.error(
+        self._log.error(
             "event %s partition %s offset %s failed %d times (%s): sent to %s, moving on",
             *origin,
             attempts,

@@ -40,6 +40,7 @@ class FeedConsumer(ChangeConsumer):
     """`bootstrap` replaces the settings' broker address (tests: a broker that is not up yet)."""
 
     SPAN = "feed handle"
+    LOGGER = "dmb.feed_consumer"
     TOPICS = FEED_TOPICS
 
     def __init__(

@@ -30,6 +30,7 @@ class NotificationConsumer(ChangeConsumer):
     """`bootstrap` replaces the settings' broker address (tests: a broker that is not up yet)."""
 
     SPAN = "notifications handle"
+    LOGGER = "dmb.notification_consumer"
     TOPICS = NOTIFICATION_TOPICS
 
     def __init__(self, group_id: str = GROUP, bootstrap: str | None = None) -> None:

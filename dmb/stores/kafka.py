@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import errors as kafka_errors
 from kafka.admin import NewPartitions, NewTopic
 from kafka.errors import KafkaError
 
@@ -62,6 +63,29 @@ def create_consumer(bootstrap: str, group_id: str, topics: list[str]) -> KafkaCo
         metadata_max_age_ms=5_000,
     )
     return consumer
+
+
+# A commit refused because the group is rebalancing, or rebalanced since this consumer's last
+# poll (its generation or membership is stale). Nothing is lost: the partitions' next owner
+# reads from the last commit, which handlers absorb as a replay.
+_REBALANCING = (
+    kafka_errors.CommitFailedError,
+    kafka_errors.RebalanceInProgressError,
+    kafka_errors.IllegalGenerationError,
+    kafka_errors.UnknownMemberIdError,
+)
+
+
+def commit(consumer: KafkaConsumer) -> bool:
+    """Commit the positions of every record `consumer` has polled. False when a rebalance
+    refused it: the caller polls on (which completes the rebalance) and commits later. Other
+    failures (the broker gone) are raised."""
+    try:
+        consumer.commit()
+    except _REBALANCING as exc:
+        log.info("commit refused during a rebalance (%s); polling on", type(exc).__name__)
+        return False
+    return True
 
 
 def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> dict[str, int]:

@@ -8,8 +8,8 @@ from actors.change_consumer import CommitPacer
 
 def test_nothing_handled_is_never_due() -> None:
     pacer = CommitPacer(every=1.0, clock=lambda: 100.0)
-    assert not pacer.due(polled_nothing=True)
-    assert not pacer.due(polled_nothing=False)
+    assert not pacer.due(at_once=True)
+    assert not pacer.due(at_once=False)
 
 
 def test_a_steady_stream_commits_once_per_interval_counted_from_the_oldest_uncommitted() -> None:
@@ -18,7 +18,7 @@ def test_a_steady_stream_commits_once_per_interval_counted_from_the_oldest_uncom
     commits = 0
     for _ in range(50):  # a poll with records every 50 ms for 2.5 s
         pacer.handled()
-        if pacer.due(polled_nothing=False):
+        if pacer.due(at_once=False):
             pacer.committed()
             commits += 1
         now[0] += 0.05
@@ -31,8 +31,8 @@ def test_an_empty_poll_commits_what_is_pending_at_once() -> None:
     pacer = CommitPacer(every=1.0, clock=lambda: now[0])
     pacer.handled()
     now[0] += 0.1
-    assert not pacer.due(polled_nothing=False)
-    assert pacer.due(polled_nothing=True)
+    assert not pacer.due(at_once=False)
+    assert pacer.due(at_once=True)
     pacer.committed()
     assert not pacer.pending
-    assert not pacer.due(polled_nothing=True)
+    assert not pacer.due(at_once=True)
