@@ -40,7 +40,7 @@ class FeedConsumer(ChangeConsumer):
     """`bootstrap` replaces the settings' broker address (tests: a broker that is not up yet)."""
 
     SPAN = "feed handle"
-    LOGGER = "dmb.feed_consumer"
+    LOGGER = log.name  # the module's own logger: its lines and the loop's read alike
     TOPICS = FEED_TOPICS
 
     def __init__(
