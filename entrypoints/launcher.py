@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,11 +37,26 @@ log = logging.getLogger(__name__)
 # times a second. Measured idle with nothing else running (docs/PERFORMANCE.md, "The levers,
 # measured one by one"): the controller's CPU fell from 4.7% to 1.6% of a core. The
 # KubeRay manifests keep Ray's defaults: there the controller has a core of the head node.
+#
+# And HAProxy's per-request metrics go: with them on, HAProxy writes a log line for every request
+# to a socket that the HAProxyManager actor parses in Python (~60 us of CPU a request, 1.7% of
+# this machine under the full mix). A local system has no Prometheus, and the gateway's own
+# `dmb_http_requests_total` and `dmb_http_request_seconds` count the same requests; the cluster
+# keeps them (its dashboard reads `ray_serve_num_http_requests_total`, which also counts what
+# HAProxy answers without a replica).
 LOCAL_SERVE_TUNING = {
     "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
     "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
+    "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
 }
 _GRPC_PORTS = 64  # direct-ingress gRPC ports per system: one per ingress replica, with room
+
+
+def ingress_folder(data_dir: Path) -> Path:
+    """HAProxy's config, sockets and state for the system whose stores live in `data_dir`:
+    short and in /tmp (`LocalSystem._fast_ingress_environ` says why), removed by `stop()`."""
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"dmb-hap-{digest}"
 
 
 @dataclass
@@ -112,6 +128,7 @@ class LocalSystem:
                 self.cluster.stop()
                 self.cluster = None
         if self.stack is not None:
+            shutil.rmtree(ingress_folder(self.stack.data_dir), ignore_errors=True)
             self.stack.stop()
             self.stack = None
 
@@ -154,8 +171,7 @@ class LocalSystem:
         get ports of this system's own as well.
         """
         assert self.stack is not None
-        digest = hashlib.sha256(str(self.stack.data_dir).encode()).hexdigest()[:10]
-        base = Path(tempfile.gettempdir()) / f"dmb-hap-{digest}"
+        base = ingress_folder(self.stack.data_dir)
         base.mkdir(mode=0o700, exist_ok=True)
         grpc_ports = free_port_range(_GRPC_PORTS)
         return {

@@ -15,7 +15,7 @@ import requests
 
 from dmb.localstack import read_state, scratch_data_dir
 from dmb.localstack.process import free_port, pid_alive
-from entrypoints.launcher import LocalSystem
+from entrypoints.launcher import LocalSystem, ingress_folder
 
 DMB = [sys.executable, "-m", "entrypoints.cli"]
 
@@ -90,11 +90,15 @@ def test_up_status_migrate_down(data_dir: Path, serve_system: LocalSystem) -> No
         assert state is not None
         pids = [int(info["pid"]) for info in state["components"].values()]
 
+        ingress = ingress_folder(data_dir.resolve())
+        assert list(ingress.glob("*/haproxy.cfg"))  # HAProxy's files, in a folder of its own
+
         down = _run(["down"], env)
         assert down.returncode == 0, down.stderr
         assert up.wait(timeout=60) == 0, log_path.read_text()
         assert "kill" not in down.stdout  # it stopped cleanly, nothing had to be killed
         assert not any(pid_alive(pid) for pid in pids)
+        assert not ingress.exists()  # each `dmb up` once left its folder behind in /tmp
     finally:
         if up.poll() is None:
             up.kill()

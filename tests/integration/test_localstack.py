@@ -155,3 +155,14 @@ def test_the_ingress_backup_is_this_systems_own_fallback_proxy(serve_system: Loc
             if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr[1] == port
         }
         assert len(listeners) == 1, f"port {port}: {listeners}"
+
+
+def test_the_local_ingress_logs_no_line_per_request(serve_system: LocalSystem) -> None:
+    """With Ray's default HAProxy writes a log line per request that the HAProxyManager actor
+    parses in Python, ~60 us of CPU a request on a machine the whole system shares; locally the
+    gateway's own series count the same requests (entrypoints/launcher.py, LOCAL_SERVE_TUNING)."""
+    base = Path(os.environ["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
+    configs = [path.read_text() for path in base.glob("*/haproxy.cfg")]
+    assert configs
+    assert "backend " in configs[0]  # a rendered config with its backends, not an empty one
+    assert not any("log-format-sd" in config for config in configs)
