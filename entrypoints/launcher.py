@@ -44,10 +44,16 @@ log = logging.getLogger(__name__)
 # `dmb_http_requests_total` and `dmb_http_request_seconds` count the same requests; the cluster
 # keeps them (its dashboard reads `ray_serve_num_http_requests_total`, which also counts what
 # HAProxy answers without a replica).
+#
+# A stopping ingress replica stays reachable for Ray's 30 s deregistration window before it
+# refuses new connections (which HAProxy retries on another replica): time for a load balancer in
+# front of a cluster. Here HAProxy is on the same machine and reloads in well under a second, so
+# 2 s; with 30, every `dmb down` and every test or benchmark run waited half a minute for nothing.
 LOCAL_SERVE_TUNING = {
     "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
     "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
     "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
 }
 _GRPC_PORTS = 64  # direct-ingress gRPC ports per system: one per ingress replica, with room
 

@@ -99,6 +99,9 @@ def test_up_status_migrate_down(data_dir: Path, serve_system: LocalSystem) -> No
         assert "kill" not in down.stdout  # it stopped cleanly, nothing had to be killed
         assert not any(pid_alive(pid) for pid in pids)
         assert not ingress.exists()  # each `dmb up` once left its folder behind in /tmp
+        # Serve stopped cleanly: the replicas drained instead of being killed when the
+        # controller's 30 s ran out (they once sat out a 30 s load-balancer window first).
+        assert "failed to shut down" not in log_path.read_text()
     finally:
         if up.poll() is None:
             up.kill()
