@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -13,6 +14,12 @@ import requests
 from dmb.domain.identity import Caller
 
 T = TypeVar("T")
+
+
+def haproxy_configs(folder: Path) -> list[str]:
+    """The haproxy.cfg Ray rendered for each node under a system's HAProxy folder
+    (entrypoints.launcher.ingress_folder; Ray adds a folder per node below it)."""
+    return [path.read_text() for path in folder.glob("*/haproxy.cfg")]
 
 
 def eventually(

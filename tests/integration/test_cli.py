@@ -16,6 +16,7 @@ import requests
 from dmb.localstack import read_state, scratch_data_dir
 from dmb.localstack.process import free_port, pid_alive
 from entrypoints.launcher import LocalSystem, ingress_folder
+from tests.integration.helpers import haproxy_configs
 
 DMB = [sys.executable, "-m", "entrypoints.cli"]
 
@@ -91,7 +92,7 @@ def test_up_status_migrate_down(data_dir: Path, serve_system: LocalSystem) -> No
         pids = [int(info["pid"]) for info in state["components"].values()]
 
         ingress = ingress_folder(data_dir.resolve())
-        assert list(ingress.glob("*/haproxy.cfg"))  # HAProxy's files, in a folder of its own
+        assert haproxy_configs(ingress)  # HAProxy's files, in a folder of its own
 
         down = _run(["down"], env)
         assert down.returncode == 0, down.stderr

@@ -19,6 +19,7 @@ from dmb.localstack.process import pid_alive
 from dmb.localstack.redis import RedisServer
 from dmb.settings import Settings, load_settings
 from entrypoints.launcher import LocalSystem
+from tests.integration.helpers import haproxy_configs
 
 
 @pytest.fixture
@@ -137,8 +138,7 @@ def test_the_ingress_backup_is_this_systems_own_fallback_proxy(serve_system: Loc
     """HAProxy sends a request to Serve's fallback proxy when an app's replica is not marked up;
     on Ray's fixed ports (8500, 9500, SO_REUSEPORT) that proxy could be another system's on the
     same machine, which then answered with its own database."""
-    base = Path(os.environ["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
-    config = "\n".join(path.read_text() for path in base.glob("*/haproxy.cfg"))
+    config = "\n".join(haproxy_configs(Path(os.environ["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])))
     backups = {
         int(port) for port in re.findall(r"SERVE_PROXY_ACTOR-fallback-\S+ [\d.]+:(\d+)", config)
     }
@@ -161,8 +161,7 @@ def test_the_local_ingress_logs_no_line_per_request(serve_system: LocalSystem) -
     """With Ray's default HAProxy writes a log line per request that the HAProxyManager actor
     parses in Python, ~60 us of CPU a request on a machine the whole system shares; locally the
     gateway's own series count the same requests (entrypoints/launcher.py, LOCAL_SERVE_TUNING)."""
-    base = Path(os.environ["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
-    configs = [path.read_text() for path in base.glob("*/haproxy.cfg")]
+    configs = haproxy_configs(Path(os.environ["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]))
     assert configs
     assert "backend " in configs[0]  # a rendered config with its backends, not an empty one
     assert not any("log-format-sd" in config for config in configs)
